@@ -1,0 +1,21 @@
+"""cnncomp: compile CNNs defined in the DSL (or imported) to fast CPU/CUDA executables.
+
+    import frontend as fe, cnncomp
+    model = cnncomp.compile(net, target="cpu")         # all optimizations
+    plain = cnncomp.compile(net, fuse=False)           # the unfused baseline
+    y = model(x)                                       # float32 NCHW in, ndarray out
+"""
+from __future__ import annotations
+
+from .api import compile, load
+from .compiled import CompiledModel, KernelInfo
+from .errors import (CnnCompError, FormatError, GraphError, InputError, NonFiniteError,
+                     ParameterError, ShapeError)
+from .ir import Graph, Node, Value
+from .ops import Op
+
+__version__ = "0.1.0"
+
+__all__ = ["CnnCompError", "CompiledModel", "FormatError", "Graph", "GraphError", "InputError",
+           "KernelInfo", "Node", "NonFiniteError", "Op", "ParameterError", "ShapeError", "Value",
+           "compile", "load"]

@@ -1,0 +1,487 @@
+"""Op definitions: one ``OpDef`` per op holds every fact the compiler needs about it.
+
+Shapes here are tuples whose first entry is the batch dimension; it is ``None``
+while the batch size is symbolic (a network is compiled once for every batch size)
+and an int once a program is planned for a concrete batch. Shape rules never look
+at the batch entry except to pass it through.
+
+Node inputs are ordered: activation inputs first, then the op's parameters in the
+order ``OpDef.params`` returns them, then (for ops with a fused residual epilogue)
+the residual tensor. Kernels receive the same order.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, Callable, Optional
+
+from .errors import ShapeError, fmt_shape
+
+Shape = tuple  # tuple[int | None, ...]
+Pair = tuple[int, int]
+Pads = tuple[int, int, int, int]  # (top, left, bottom, right), as ONNX orders (begin..., end...)
+
+
+class Op(str, Enum):
+    CONV2D = "conv2d"
+    BATCH_NORM = "batch_norm"
+    RELU = "relu"
+    LEAKY_RELU = "leaky_relu"
+    SIGMOID = "sigmoid"
+    TANH = "tanh"
+    MAX_POOL2D = "max_pool2d"
+    AVG_POOL2D = "avg_pool2d"
+    LP_POOL2D = "lp_pool2d"
+    GLOBAL_AVG_POOL2D = "global_avg_pool2d"
+    LOCAL_RESPONSE_NORM = "local_response_norm"
+    FLATTEN = "flatten"
+    LINEAR = "linear"
+    DROPOUT = "dropout"
+    SOFTMAX = "softmax"
+    ADD = "add"
+    CONCAT = "concat"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class FusionClass(Enum):
+    """How an op may join a fused kernel (TVM's pattern kinds, simplified).
+
+    ANCHOR ops (conv, linear) absorb a chain of ELEMENTWISE ops after them as an
+    epilogue; REDUCTION and INJECTIVE ops end a fusion group; OPAQUE never fuses.
+    """
+    ELEMENTWISE = 0
+    INJECTIVE = 1
+    REDUCTION = 2
+    ANCHOR = 3
+    OPAQUE = 4
+
+
+ACTIVATIONS = ("none", "relu", "leaky_relu", "sigmoid", "tanh")
+
+
+# --------------------------------------------------------------------------- attrs
+# One small frozen dataclass per op. ``activation``/``alpha``/``residual`` fields are
+# the fused epilogue: an unfused graph leaves them at their defaults.
+
+@dataclass(frozen=True)
+class NoAttrs:
+    pass
+
+
+@dataclass(frozen=True)
+class Conv2dAttrs:
+    out_channels: int
+    kernel_size: Pair
+    stride: Pair = (1, 1)
+    padding: Pads = (0, 0, 0, 0)
+    dilation: Pair = (1, 1)
+    groups: int = 1
+    bias: bool = True
+    activation: str = "none"
+    alpha: float = 0.0
+    residual: bool = False
+
+
+@dataclass(frozen=True)
+class BatchNormAttrs:
+    eps: float = 1e-5
+    momentum: float = 0.1
+    activation: str = "none"
+    alpha: float = 0.0
+
+
+@dataclass(frozen=True)
+class LeakyReluAttrs:
+    negative_slope: float = 0.01
+
+
+@dataclass(frozen=True)
+class MaxPoolAttrs:
+    kernel_size: Pair
+    stride: Pair
+    padding: Pads = (0, 0, 0, 0)
+    dilation: Pair = (1, 1)
+    ceil_mode: bool = False
+
+
+@dataclass(frozen=True)
+class AvgPoolAttrs:
+    kernel_size: Pair
+    stride: Pair
+    padding: Pads = (0, 0, 0, 0)
+    ceil_mode: bool = False
+    count_include_pad: bool = True
+
+
+@dataclass(frozen=True)
+class LPPoolAttrs:
+    norm_type: float
+    kernel_size: Pair
+    stride: Pair
+    ceil_mode: bool = False
+
+
+@dataclass(frozen=True)
+class LRNAttrs:
+    size: int
+    alpha: float = 1e-4
+    beta: float = 0.75
+    k: float = 1.0
+
+
+@dataclass(frozen=True)
+class LinearAttrs:
+    out_features: int
+    bias: bool = True
+    activation: str = "none"
+    alpha: float = 0.0
+    residual: bool = False
+
+
+@dataclass(frozen=True)
+class DropoutAttrs:
+    p: float = 0.5
+
+
+@dataclass(frozen=True)
+class SoftmaxAttrs:
+    axis: int = 1
+
+
+@dataclass(frozen=True)
+class AddAttrs:
+    activation: str = "none"
+    alpha: float = 0.0
+
+
+@dataclass(frozen=True)
+class ConcatAttrs:
+    axis: int = 1
+
+
+def attrs_to_dict(attrs: Any) -> dict[str, Any]:
+    """Plain dict of an attrs dataclass (what kernels and the JSON format receive)."""
+    return dataclasses.asdict(attrs)
+
+
+def attrs_from_dict(cls: type, d: dict[str, Any]) -> Any:
+    """Inverse of ``attrs_to_dict``; JSON lists become tuples again."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(d) - names
+    if unknown:
+        raise ValueError(f"unknown attributes {sorted(unknown)} for {cls.__name__}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# --------------------------------------------------------------------------- helpers
+
+def _numel(shape: Shape) -> int:
+    return math.prod(shape)
+
+
+def _require_rank(shape: Shape, ranks: tuple[int, ...], what: str) -> None:
+    if len(shape) not in ranks:
+        want = " or ".join(f"rank {r}" for r in ranks)
+        raise ShapeError(f"{what} expects a {want} input, got {fmt_shape(shape)}")
+
+
+def _window_out(size: int, k: int, s: int, pad_lo: int, pad_hi: int, dil: int,
+                ceil_mode: bool, axis: str, what: str) -> int:
+    """Output extent of a sliding window along one axis (PyTorch's formula)."""
+    eff = dil * (k - 1) + 1
+    padded = size + pad_lo + pad_hi
+    if padded < eff:
+        raise ShapeError(
+            f"{what}: kernel {k} along {axis}"
+            + (f" (dilated to {eff})" if dil > 1 else "")
+            + f" is larger than the padded input {padded} (input {size} + padding "
+            f"{pad_lo}+{pad_hi}); use a smaller kernel, more padding, or a larger input")
+    span = padded - eff
+    if ceil_mode:
+        out = -(-span // s) + 1
+        # the last window must start inside the input or the leading padding
+        if (out - 1) * s >= size + pad_lo:
+            out -= 1
+    else:
+        out = span // s + 1
+    return out
+
+
+def _spatial_out(shape: Shape, kernel: Pair, stride: Pair, pads: Pads, dilation: Pair,
+                 ceil_mode: bool, what: str) -> tuple[int, int]:
+    oh = _window_out(shape[2], kernel[0], stride[0], pads[0], pads[2], dilation[0],
+                     ceil_mode, "height", what)
+    ow = _window_out(shape[3], kernel[1], stride[1], pads[1], pads[3], dilation[1],
+                     ceil_mode, "width", what)
+    return oh, ow
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ACTIVATIONS:
+        raise ShapeError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+
+
+# --------------------------------------------------------------------------- shape rules
+
+def _conv2d_infer(a: Conv2dAttrs, xs: list[Shape]) -> Shape:
+    (x,) = xs[:1]
+    _require_rank(x, (4,), "Conv2d")
+    n, c, _, _ = x
+    _check_activation(a.activation)
+    if min(a.kernel_size) < 1 or min(a.stride) < 1 or min(a.dilation) < 1 or min(a.padding) < 0:
+        raise ShapeError(f"Conv2d: kernel_size {a.kernel_size}, stride {a.stride} and "
+                         f"dilation {a.dilation} must be >= 1 and padding {a.padding} >= 0")
+    if a.groups < 1 or c % a.groups or a.out_channels % a.groups:
+        raise ShapeError(
+            f"Conv2d: groups={a.groups} must divide both the input channels ({c}) and "
+            f"out_channels ({a.out_channels}); input {fmt_shape(x)}")
+    oh, ow = _spatial_out(x, a.kernel_size, a.stride, a.padding, a.dilation, False,
+                          f"Conv2d on input {fmt_shape(x)}")
+    out = (n, a.out_channels, oh, ow)
+    if a.residual:
+        _same_shapes([out, xs[-1]], "Conv2d residual")
+    return out
+
+
+def _conv2d_params(a: Conv2dAttrs, xs: list[Shape]) -> dict[str, Shape]:
+    c = xs[0][1]
+    p = {"weight": (a.out_channels, c // a.groups, *a.kernel_size)}
+    if a.bias:
+        p["bias"] = (a.out_channels,)
+    return p
+
+
+def _conv2d_flops(a: Conv2dAttrs, xs: list[Shape], out: Shape) -> int:
+    macs = _numel(out) * (xs[0][1] // a.groups) * a.kernel_size[0] * a.kernel_size[1]
+    return 2 * macs + _numel(out) * (int(a.bias) + int(a.residual) + int(a.activation != "none"))
+
+
+def _batch_norm_infer(a: BatchNormAttrs, xs: list[Shape]) -> Shape:
+    (x,) = xs
+    _require_rank(x, (2, 4), "BatchNorm")
+    _check_activation(a.activation)
+    if a.eps <= 0:
+        raise ShapeError(f"BatchNorm: eps must be > 0, got {a.eps}")
+    return x
+
+
+def _batch_norm_params(a: BatchNormAttrs, xs: list[Shape]) -> dict[str, Shape]:
+    c = (xs[0][1],)
+    return {"weight": c, "bias": c, "running_mean": c, "running_var": c}
+
+
+def _same(a: Any, xs: list[Shape]) -> Shape:
+    return xs[0]
+
+
+def _pool_common(what: str, a: Any, x: Shape, dilation: Pair) -> Shape:
+    _require_rank(x, (4,), what)
+    if min(a.kernel_size) < 1 or min(a.stride) < 1 or min(a.padding) < 0:
+        raise ShapeError(f"{what}: kernel_size {a.kernel_size} and stride {a.stride} must "
+                         f"be >= 1 and padding {a.padding} >= 0")
+    oh, ow = _spatial_out(x, a.kernel_size, a.stride, a.padding, dilation, a.ceil_mode,
+                          f"{what} on input {fmt_shape(x)}")
+    return (x[0], x[1], oh, ow)
+
+
+def _max_pool_infer(a: MaxPoolAttrs, xs: list[Shape]) -> Shape:
+    return _pool_common("MaxPool2d", a, xs[0], a.dilation)
+
+
+def _avg_pool_infer(a: AvgPoolAttrs, xs: list[Shape]) -> Shape:
+    return _pool_common("AvgPool2d", a, xs[0], (1, 1))
+
+
+def _lp_pool_infer(a: LPPoolAttrs, xs: list[Shape]) -> Shape:
+    if not a.norm_type > 0:
+        raise ShapeError(f"LPPool2d: norm_type must be > 0, got {a.norm_type}")
+    x = xs[0]
+    _require_rank(x, (4,), "LPPool2d")
+    oh, ow = _spatial_out(x, a.kernel_size, a.stride, (0, 0, 0, 0), (1, 1), a.ceil_mode,
+                          f"LPPool2d on input {fmt_shape(x)}")
+    return (x[0], x[1], oh, ow)
+
+
+def _pool_flops(a: Any, xs: list[Shape], out: Shape) -> int:
+    return _numel(out) * a.kernel_size[0] * a.kernel_size[1]
+
+
+def _gap_infer(a: NoAttrs, xs: list[Shape]) -> Shape:
+    (x,) = xs
+    _require_rank(x, (4,), "GlobalAvgPool2d")
+    return (x[0], x[1])
+
+
+def _lrn_infer(a: LRNAttrs, xs: list[Shape]) -> Shape:
+    (x,) = xs
+    _require_rank(x, (4,), "LocalResponseNorm")
+    if a.size < 1:
+        raise ShapeError(f"LocalResponseNorm: size must be >= 1, got {a.size}")
+    return x
+
+
+def _flatten_infer(a: NoAttrs, xs: list[Shape]) -> Shape:
+    (x,) = xs
+    if len(x) < 2:
+        raise ShapeError(f"Flatten expects at least a rank 2 input, got {fmt_shape(x)}")
+    return (x[0], _numel(x[1:]))
+
+
+def _linear_infer(a: LinearAttrs, xs: list[Shape]) -> Shape:
+    x = xs[0]
+    _check_activation(a.activation)
+    if len(x) != 2:
+        hint = (" add Flatten() (keeps every value) or GlobalAvgPool2d() (averages each "
+                "channel) before it") if len(x) == 4 else ""
+        raise ShapeError(f"Linear takes (N, features), got {fmt_shape(x)};{hint}")
+    if a.out_features < 1:
+        raise ShapeError(f"Linear: out_features must be >= 1, got {a.out_features}")
+    out = (x[0], a.out_features)
+    if a.residual:
+        _same_shapes([out, xs[-1]], "Linear residual")
+    return out
+
+
+def _linear_params(a: LinearAttrs, xs: list[Shape]) -> dict[str, Shape]:
+    p = {"weight": (a.out_features, xs[0][1])}
+    if a.bias:
+        p["bias"] = (a.out_features,)
+    return p
+
+
+def _linear_flops(a: LinearAttrs, xs: list[Shape], out: Shape) -> int:
+    return 2 * _numel(out) * xs[0][1] + _numel(out) * (int(a.bias) + int(a.residual))
+
+
+def _dropout_infer(a: DropoutAttrs, xs: list[Shape]) -> Shape:
+    if not 0.0 <= a.p <= 1.0:
+        raise ShapeError(f"Dropout: p must be in [0, 1], got {a.p}")
+    return xs[0]
+
+
+def _softmax_infer(a: SoftmaxAttrs, xs: list[Shape]) -> Shape:
+    (x,) = xs
+    _require_rank(x, (2, 4), "Softmax")
+    if a.axis != 1:
+        raise ShapeError(f"Softmax works over the channel axis (1), got axis={a.axis}")
+    return x
+
+
+def _same_shapes(xs: list[Shape], what: str) -> Shape:
+    first = xs[0]
+    for i, s in enumerate(xs[1:], 1):
+        if tuple(s) != tuple(first):
+            shapes = ", ".join(fmt_shape(t) for t in xs)
+            raise ShapeError(f"{what} needs inputs of one shape, got {shapes} (input {i} "
+                             f"differs); add a 1x1 Conv2d or pooling so they match")
+    return first
+
+
+def _add_infer(a: AddAttrs, xs: list[Shape]) -> Shape:
+    if len(xs) < 2:
+        raise ShapeError(f"Add needs at least 2 inputs, got {len(xs)}")
+    _check_activation(a.activation)
+    return _same_shapes(xs, "Add")
+
+
+def _concat_infer(a: ConcatAttrs, xs: list[Shape]) -> Shape:
+    if len(xs) < 1:
+        raise ShapeError("Concat needs at least 1 input")
+    rank = len(xs[0])
+    if not 1 <= a.axis < rank:
+        raise ShapeError(f"Concat: axis {a.axis} is out of range for rank {rank} inputs "
+                         f"(the batch axis 0 cannot be concatenated; use 1..{rank - 1})")
+    for i, s in enumerate(xs):
+        if len(s) != rank or any(d != e for j, (d, e) in enumerate(zip(s, xs[0])) if j != a.axis):
+            shapes = ", ".join(fmt_shape(t) for t in xs)
+            raise ShapeError(f"Concat(axis={a.axis}) needs inputs equal in every other axis, "
+                             f"got {shapes} (input {i} differs)")
+    out = list(xs[0])
+    out[a.axis] = sum(s[a.axis] for s in xs)
+    return tuple(out)
+
+
+def _elementwise_flops(per_element: int) -> Callable[[Any, list[Shape], Shape], int]:
+    return lambda a, xs, out: per_element * _numel(out)
+
+
+def _no_params(a: Any, xs: list[Shape]) -> dict[str, Shape]:
+    return {}
+
+
+# --------------------------------------------------------------------------- the table
+
+@dataclass(frozen=True)
+class OpDef:
+    """Everything the compiler knows about one op.
+
+    ``arity`` is the number of activation inputs (``None``: variadic, >= 1).
+    ``infer(attrs, activation_shapes) -> shape`` raises ShapeError on impossible input.
+    ``params(attrs, activation_shapes) -> {suffix: shape}`` in node-input order.
+    ``grad`` is the gradient rule (filled in by the training work).
+    """
+    op: Op
+    attrs: type
+    fusion: FusionClass
+    arity: Optional[int]
+    infer: Callable[[Any, list[Shape]], Shape]
+    flops: Callable[[Any, list[Shape], Shape], int]
+    params: Callable[[Any, list[Shape]], dict[str, Shape]] = _no_params
+    layouts: tuple[str, ...] = ("NCHW",)
+    grad: Optional[Callable[..., Any]] = None
+
+    def activation_arity(self, attrs: Any, n_inputs: int) -> int:
+        """How many of a node's inputs are activations (the rest: params, residual)."""
+        if self.arity is not None:
+            return self.arity
+        return n_inputs
+
+
+_E, _I, _R, _A = (FusionClass.ELEMENTWISE, FusionClass.INJECTIVE, FusionClass.REDUCTION,
+                  FusionClass.ANCHOR)
+
+OP_DEFS: dict[Op, OpDef] = {d.op: d for d in [
+    OpDef(Op.CONV2D, Conv2dAttrs, _A, 1, _conv2d_infer, _conv2d_flops, _conv2d_params),
+    OpDef(Op.BATCH_NORM, BatchNormAttrs, _E, 1, _batch_norm_infer, _elementwise_flops(2),
+          _batch_norm_params),
+    OpDef(Op.RELU, NoAttrs, _E, 1, _same, _elementwise_flops(1)),
+    OpDef(Op.LEAKY_RELU, LeakyReluAttrs, _E, 1, _same, _elementwise_flops(2)),
+    OpDef(Op.SIGMOID, NoAttrs, _E, 1, _same, _elementwise_flops(4)),
+    OpDef(Op.TANH, NoAttrs, _E, 1, _same, _elementwise_flops(4)),
+    OpDef(Op.MAX_POOL2D, MaxPoolAttrs, _R, 1, _max_pool_infer, _pool_flops),
+    OpDef(Op.AVG_POOL2D, AvgPoolAttrs, _R, 1, _avg_pool_infer, _pool_flops),
+    OpDef(Op.LP_POOL2D, LPPoolAttrs, _R, 1, _lp_pool_infer,
+          lambda a, xs, o: 2 * _pool_flops(a, xs, o)),
+    OpDef(Op.GLOBAL_AVG_POOL2D, NoAttrs, _R, 1, _gap_infer,
+          lambda a, xs, o: _numel(xs[0][1:]) * xs[0][0]),
+    OpDef(Op.LOCAL_RESPONSE_NORM, LRNAttrs, _R, 1, _lrn_infer,
+          lambda a, xs, o: (a.size + 4) * _numel(o)),
+    OpDef(Op.FLATTEN, NoAttrs, _I, 1, _flatten_infer, _elementwise_flops(0)),
+    OpDef(Op.LINEAR, LinearAttrs, _A, 1, _linear_infer, _linear_flops, _linear_params),
+    OpDef(Op.DROPOUT, DropoutAttrs, _E, 1, _dropout_infer, _elementwise_flops(0)),
+    OpDef(Op.SOFTMAX, SoftmaxAttrs, _R, 1, _softmax_infer, _elementwise_flops(4)),
+    OpDef(Op.ADD, AddAttrs, _E, None, _add_infer,
+          lambda a, xs, o: (len(xs) - 1) * _numel(o)),
+    OpDef(Op.CONCAT, ConcatAttrs, _I, None, _concat_infer, _elementwise_flops(0)),
+]}
+
+
+def op_def(op: Op | str) -> OpDef:
+    """The OpDef of an op (by enum or snake_case name)."""
+    try:
+        return OP_DEFS[Op(op)]
+    except ValueError:
+        known = ", ".join(o.value for o in Op)
+        raise KeyError(f"unknown op {op!r}; known ops: {known}") from None
+
+
+def split_inputs(op: Op, attrs: Any, inputs: tuple[str, ...], n_params: int
+                 ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """Split a node's input names into (activations, params, residual)."""
+    n_res = 1 if getattr(attrs, "residual", False) else 0
+    n_act = len(inputs) - n_params - n_res
+    return inputs[:n_act], inputs[n_act:n_act + n_params], inputs[n_act + n_params:]

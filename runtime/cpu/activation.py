@@ -1,0 +1,43 @@
+"""The activation epilogue shared by every kernel that can end in an activation.
+
+Fused kernels apply it in registers before their single store. NaN propagates as in
+PyTorch (relu(nan) is nan), so comparisons are written so that NaN falls through.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+
+ACT_CODES = {"none": 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4}
+
+
+def act_code(name: str) -> int:
+    """Integer code of an activation name, for passing into jitted kernels."""
+    try:
+        return ACT_CODES[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACT_CODES)}") from None
+
+
+@numba.njit(inline="always", cache=True)
+def apply_act(v, code, alpha):
+    """Apply activation ``code`` (see ACT_CODES) with parameter ``alpha`` to a float32 v."""
+    if code == 0:
+        return v
+    if code == 1:
+        return v if not v < _ZERO else _ZERO
+    if code == 2:
+        return v if not v < _ZERO else v * alpha
+    if code == 3:
+        # numerically stable logistic: exp of a non-positive number never overflows
+        if v >= _ZERO:
+            z = np.float32(math.exp(-v))
+            return _ONE / (_ONE + z)
+        z = np.float32(math.exp(v))
+        return z / (_ONE + z)
+    return np.float32(math.tanh(v))
