@@ -13,7 +13,7 @@ from runtime.program import Buffer, Program, Step
 from runtime.registry import KernelKey
 
 from .ir import PARAM, Graph, Node
-from .ops import Op, attrs_to_dict, op_def
+from .ops import OP_DEFS, FusionClass, Op, attrs_to_dict, op_def
 from .passes.plan_memory import (Interval, arena_size, check_plan, lower_bound, plan_greedy_by_size,
                                  plan_naive)
 
@@ -52,13 +52,16 @@ def is_view(node: Node, g: Graph, training: bool = False) -> bool:
 
 def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
           verify: bool = False) -> tuple[Program, MemoryPlan]:
-    """Lower ``g`` for a concrete ``batch``; ``plan=False`` gives the naive memory plan."""
-    root: dict[str, str] = {}  # value -> value that owns its bytes
+    """Lower ``g`` for a concrete ``batch``; ``plan=False`` gives the naive memory plan.
+
+    With planning on, an elementwise kernel whose input dies at that kernel writes its
+    output over the input (in place), and buffers share arena bytes by live range.
+    """
+    parent: dict[str, str] = {}  # value -> value whose bytes it uses (views, in-place)
     steps: list[Step] = []
     for n in g.nodes:
         if is_view(n, g):
-            src = n.inputs[0]
-            root[n.outputs[0]] = root.get(src, src)
+            parent[n.outputs[0]] = n.inputs[0]
             continue
         xs = [g.values[i].concrete_shape(batch) for i in n.inputs if g.values[i].kind != PARAM]
         out_shape = g.values[n.outputs[0]].concrete_shape(batch)
@@ -67,38 +70,81 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
         steps.append(Step(n.name, key, n.inputs, n.outputs, attrs_to_dict(n.attrs), n.ops,
                           int(flops)))
 
-    activations = [v for v in g.values.values() if v.kind != PARAM]
-    owners = [v for v in activations if v.name not in root]
-    size = {v.name: math.prod(v.concrete_shape(batch)) * 4 for v in activations}
+    def find(v: str) -> str:
+        while v in parent:
+            v = parent[v]
+        return v
 
-    # live ranges over step indices: inputs from -1, outputs to len(steps)
+    activations = [v for v in g.values.values() if v.kind != PARAM]
+    size = {v.name: math.prod(v.concrete_shape(batch)) * 4 for v in activations}
+    end_of_time = len(steps)
+    last_read = {v.name: -1 for v in activations}
+    for t, s in enumerate(steps):
+        for i in s.inputs:
+            if i in last_read:
+                last_read[i] = t
+    for o in g.outputs:
+        last_read[o] = end_of_time
+    # a view is read whenever its source is needed: fold views into their sources
+    for v in reversed([v.name for v in activations]):
+        if v in parent:
+            last_read[parent[v]] = max(last_read[parent[v]], last_read[v])
+    naive_plan = [Interval(v.name, size[v.name], 0, 0) for v in activations
+                  if v.name not in parent]
+    if plan:
+        _alias_in_place(g, steps, parent, find, last_read, size)
+
+    owners = [v for v in activations if v.name not in parent]
+    group_end = {v.name: -1 for v in owners}
+    for v in activations:
+        r = find(v.name)
+        group_end[r] = max(group_end[r], last_read[v.name])
     start = {v.name: -1 for v in owners if v.name in g.inputs}
-    end = {v.name: -1 for v in owners}
     for t, s in enumerate(steps):
         for o in s.outputs:
-            start.setdefault(root.get(o, o), t)
-        for i in s.inputs:
-            if g.values[i].kind != PARAM:
-                r = root.get(i, i)
-                end[r] = max(end[r], t)
-    for o in g.outputs:
-        end[root.get(o, o)] = len(steps)
+            start.setdefault(find(o), t)
     intervals = [Interval(v.name, size[v.name], start.get(v.name, -1),
-                          max(end[v.name], start.get(v.name, -1))) for v in owners]
+                          max(group_end[v.name], start.get(v.name, -1))) for v in owners]
     offsets = plan_greedy_by_size(intervals) if plan else plan_naive(intervals)
     if verify:
         check_plan(intervals, offsets)
-    buffers = {}
-    for v in activations:
-        r = root.get(v.name, v.name)
-        buffers[v.name] = Buffer(v.name, v.concrete_shape(batch), v.dtype, offsets[r],
-                                 v.layout)
+    buffers = {v.name: Buffer(v.name, v.concrete_shape(batch), v.dtype, offsets[find(v.name)],
+                              v.layout) for v in activations}
     program = Program(target, tuple(steps), buffers, dict(g.constants), tuple(g.inputs),
                       tuple(g.outputs), arena_size(intervals, offsets))
     memory = MemoryPlan(
-        naive_bytes=arena_size(intervals, plan_naive(intervals)),
+        naive_bytes=arena_size(naive_plan, plan_naive(naive_plan)),
         planned_bytes=program.arena_bytes,
         lower_bound_bytes=lower_bound(intervals),
         weights_bytes=int(sum(a.nbytes for a in g.constants.values())),
-        batch=batch, strategy="greedy_by_size" if plan else "naive")
+        batch=batch, strategy="greedy_by_size+in_place" if plan else "naive")
     return program, memory
+
+
+def _alias_in_place(g: Graph, steps: list[Step], parent: dict[str, str], find,
+                    last_read: dict[str, int], size: dict[str, int]) -> None:
+    """Let elementwise kernels overwrite an input that no later kernel reads.
+
+    Elementwise kernels (fusion class ELEMENTWISE) are written to be correct in place.
+    Graph inputs are never overwritten; the group of values sharing the bytes must have
+    no reader after this step.
+    """
+    group_end: dict[str, int] = {}
+    for v in g.values.values():
+        if v.kind != PARAM:
+            r = find(v.name)
+            group_end[r] = max(group_end.get(r, -1), last_read[v.name])
+    for t, s in enumerate(steps):
+        op = Op(s.key.op)
+        if OP_DEFS[op].fusion is not FusionClass.ELEMENTWISE:
+            continue
+        out = s.outputs[0]
+        for i in s.inputs:
+            if g.values[i].kind == PARAM or size[i] != size[out]:
+                continue
+            r = find(i)
+            if r in g.inputs or group_end.get(r) != t:
+                continue
+            parent[out] = r
+            group_end[r] = max(t, last_read[out])
+            break

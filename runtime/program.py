@@ -8,6 +8,7 @@ then runs them in order on each call, allocating nothing but the returned output
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
@@ -100,3 +101,15 @@ class Executor:
                 run()
                 self._on_step(step, [self.views[o] for o in step.outputs])
         return {name: np.array(self.views[name], copy=True) for name in self.program.outputs}
+
+    def profile(self, inputs: Mapping[str, np.ndarray], repeat: int = 5) -> list[float]:
+        """Median seconds of each step over ``repeat`` full runs (for --profile)."""
+        for name in self.program.inputs:
+            np.copyto(self.views[name], inputs[name], casting="same_kind")
+        times = np.zeros((repeat, len(self._runs)))
+        for r in range(repeat):
+            for i, run in enumerate(self._runs):
+                t0 = time.perf_counter()
+                run()
+                times[r, i] = time.perf_counter() - t0
+        return [float(t) for t in np.median(times, axis=0)]

@@ -1,0 +1,138 @@
+"""Fused vs unfused vs each pass alone, timed interleaved in one process.
+
+Machines are noisy: variants run round-robin (one call of each per round) so drift
+hits them alike, and we report medians and ratios rather than single timings.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from .api import compile
+from .compiled import CompiledModel
+from .ir import PARAM, Graph
+from .passes import PASSES, default_pipeline
+
+
+@dataclass
+class Variant:
+    name: str
+    model: CompiledModel
+    times: list[float]
+
+    @property
+    def median(self) -> float:
+        return float(np.median(self.times))
+
+
+def variants_for(net: Any, target: str = "cpu") -> list[tuple[str, dict]]:
+    """(label, compile kwargs): unfused, fused, and each fusion pass alone on top of unfused."""
+    fusion = [n for n in default_pipeline() if PASSES[n].fusion]
+    out = [("unfused", dict(fuse=False)), ("fused", dict(fuse=True))]
+    if len(fusion) > 1:
+        for p in fusion:
+            others = [q for q in fusion if q != p]
+            out.append((f"only {p}", dict(fuse=True, disable=others)))
+    return out
+
+
+def bytes_moved(model: CompiledModel, batch: int) -> int:
+    """Estimate: every kernel reads its inputs and weights and writes its outputs once."""
+    g: Graph = model.graph
+    total = 0
+    for k in model.kernels:
+        for v in k.inputs + k.outputs:
+            val = g.values[v]
+            shape = val.shape if val.kind == PARAM else val.concrete_shape(batch)
+            total += 4 * math.prod(shape)
+    return total
+
+
+def run_bench(net: Any, batch: int = 8, repeat: int = 10, target: str = "cpu",
+              variants: Optional[Sequence[tuple[str, dict]]] = None, seed: int = 0,
+              progress: bool = True) -> list[dict]:
+    """Compile each variant, check they agree, time them interleaved; one dict per row."""
+    from tqdm.auto import tqdm
+    variants = list(variants or variants_for(net, target))
+    graph = net if isinstance(net, Graph) else net.to_graph()
+    shape = graph.values[graph.inputs[0]].concrete_shape(batch)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    built: list[Variant] = []
+    for label, kw in tqdm(variants, desc="compiling", disable=not progress, leave=False):
+        m = compile(net, target=target, **kw)
+        m(x)  # warm up: jit, plan memory for this batch
+        built.append(Variant(label, m, []))
+    ref = built[0].model(x)
+    for v in built[1:]:
+        out = v.model(x)
+        err = float(np.linalg.norm(out - ref) / max(np.linalg.norm(ref), 1e-30))
+        if not err < 1e-4:
+            raise AssertionError(f"variant {v.name!r} disagrees with {built[0].name!r}: "
+                                 f"relative error {err:.2e}")
+    for _ in tqdm(range(repeat), desc="timing", disable=not progress, leave=False):
+        for v in built:
+            t0 = time.perf_counter()
+            v.model(x)
+            v.times.append(time.perf_counter() - t0)
+    base = built[0].median
+    rows = []
+    for v in built:
+        rows.append({
+            "variant": v.name, "median_ms": 1e3 * v.median, "images_per_s": batch / v.median,
+            "speedup": base / v.median, "kernels": len(v.model.kernels),
+            "mb_moved": bytes_moved(v.model, batch) / 1e6,
+            "gflops": v.model.flops(batch) / v.median / 1e9, "batch": batch})
+    return rows
+
+
+def format_table(rows: list[dict], title: str = "") -> str:
+    """A markdown table of ``run_bench`` rows."""
+    head = ("variant", "median ms", "images/s", "speedup vs unfused", "kernels",
+            "MB moved (est.)", "GFLOP/s")
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" for _ in head) + "|")
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['median_ms']:.2f} | {r['images_per_s']:.1f} | "
+                     f"{r['speedup']:.2f}x | {r['kernels']} | {r['mb_moved']:.1f} | "
+                     f"{r['gflops']:.2f} |")
+    return "\n".join(lines)
+
+
+def plot_rows(rows: list[dict], path: str, title: str = "") -> None:
+    """Bar chart of median time per variant, annotated with the speedup over unfused."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
+    names = [r["variant"] for r in rows][::-1]
+    ms = [r["median_ms"] for r in rows][::-1]
+    bars = ax.barh(names, ms, color=["#4c72b0" if "fused" != n else "#dd8452" for n in names])
+    for b, r in zip(bars, rows[::-1]):
+        ax.text(b.get_width(), b.get_y() + b.get_height() / 2,
+                f" {r['speedup']:.2f}x, {r['kernels']} kernels", va="center", fontsize=9)
+    ax.set_xlabel(f"median ms per batch of {rows[0]['batch']} (lower is better)")
+    ax.set_title(title or "cnncomp: fused vs unfused")
+    ax.set_xlim(0, max(ms) * 1.35)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def profile_kernels(model: CompiledModel, batch: int, repeat: int = 5, seed: int = 0
+                    ) -> list[dict]:
+    """Per-kernel median time, share of the total and GFLOP/s."""
+    g = model.graph
+    shape = g.values[g.inputs[0]].concrete_shape(batch)
+    x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+    model(x)
+    executor, _ = model._executor(batch)
+    times = executor.profile({g.inputs[0]: x}, repeat)
+    total = sum(times)
+    return [{"kernel": s.name, "ops": "+".join(s.ops), "ms": 1e3 * t,
+             "share": t / total if total else 0.0, "gflops": s.flops / t / 1e9 if t else 0.0}
+            for s, t in zip(executor.program.steps, times)]
