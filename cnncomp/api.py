@@ -9,7 +9,7 @@ from .ir import Graph
 from .passes import DumpInstrument, PassContext, PassManager, VerifyInstrument, default_pipeline
 
 TARGETS = ("cpu", "cuda")
-LAYOUTS = ("auto", "NCHW", "NHWC", "NCHWc")
+LAYOUTS = ("auto", "NCHW", "NCHWc")
 
 
 def _as_graph(net: Any) -> Graph:

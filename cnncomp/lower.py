@@ -14,6 +14,7 @@ from runtime.registry import KernelKey
 
 from .ir import PARAM, Graph, Node
 from .ops import OP_DEFS, FusionClass, Op, attrs_to_dict, op_def
+from .passes.select_layout import physical_shape
 from .passes.plan_memory import (Interval, arena_size, check_plan, lower_bound, plan_greedy_by_size,
                                  plan_naive)
 
@@ -36,8 +37,12 @@ class MemoryPlan:
                 "planned_over_lower_bound": self.planned_bytes / max(self.lower_bound_bytes, 1)}
 
 
-def _kernel_layout(layout: str) -> str:
-    """Kernel registry layout for a value layout (rank-2 'NC' tensors use NCHW kernels)."""
+def _kernel_layout(n: Node, g: Graph) -> str:
+    """Registry layout of a node's kernel: its output's layout (rank-2 'NC' uses NCHW
+    kernels); a layout transform is registered under the non-NCHW side."""
+    if n.op is Op.LAYOUT_TRANSFORM:
+        return n.attrs.dst if n.attrs.src == "NCHW" else n.attrs.src
+    layout = g.values[n.outputs[0]].layout
     return "NCHW" if layout in ("NCHW", "NC", "") else layout
 
 
@@ -66,7 +71,7 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
         xs = [g.values[i].concrete_shape(batch) for i in n.inputs if g.values[i].kind != PARAM]
         out_shape = g.values[n.outputs[0]].concrete_shape(batch)
         flops = op_def(n.op).flops(n.attrs, xs, out_shape)
-        key = KernelKey(n.op.value, target, _kernel_layout(g.values[n.outputs[0]].layout))
+        key = KernelKey(n.op.value, target, _kernel_layout(n, g))
         steps.append(Step(n.name, key, n.inputs, n.outputs, attrs_to_dict(n.attrs), n.ops,
                           int(flops)))
 
@@ -76,7 +81,8 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
         return v
 
     activations = [v for v in g.values.values() if v.kind != PARAM]
-    size = {v.name: math.prod(v.concrete_shape(batch)) * 4 for v in activations}
+    shape = {v.name: physical_shape(v.concrete_shape(batch), v.layout) for v in activations}
+    size = {k: math.prod(s) * 4 for k, s in shape.items()}
     end_of_time = len(steps)
     last_read = {v.name: -1 for v in activations}
     for t, s in enumerate(steps):
@@ -108,8 +114,8 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
     offsets = plan_greedy_by_size(intervals) if plan else plan_naive(intervals)
     if verify:
         check_plan(intervals, offsets)
-    buffers = {v.name: Buffer(v.name, v.concrete_shape(batch), v.dtype, offsets[find(v.name)],
-                              v.layout) for v in activations}
+    buffers = {v.name: Buffer(v.name, shape[v.name], v.dtype, offsets[find(v.name)], v.layout)
+               for v in activations}
     program = Program(target, tuple(steps), buffers, dict(g.constants), tuple(g.inputs),
                       tuple(g.outputs), arena_size(intervals, offsets))
     memory = MemoryPlan(

@@ -42,6 +42,7 @@ class Op(str, Enum):
     SOFTMAX = "softmax"
     ADD = "add"
     CONCAT = "concat"
+    LAYOUT_TRANSFORM = "layout_transform"
 
     def __str__(self) -> str:
         return self.value
@@ -161,6 +162,13 @@ class AddAttrs:
 @dataclass(frozen=True)
 class ConcatAttrs:
     axis: int = 1
+
+
+@dataclass(frozen=True)
+class LayoutTransformAttrs:
+    """Convert between physical layouts; the logical (NCHW) shape is unchanged."""
+    src: str
+    dst: str
 
 
 def attrs_to_dict(attrs: Any) -> dict[str, Any]:
@@ -467,6 +475,7 @@ OP_DEFS: dict[Op, OpDef] = {d.op: d for d in [
     OpDef(Op.ADD, AddAttrs, _E, None, _add_infer,
           lambda a, xs, o: (len(xs) - 1) * _numel(o)),
     OpDef(Op.CONCAT, ConcatAttrs, _I, None, _concat_infer, _elementwise_flops(0)),
+    OpDef(Op.LAYOUT_TRANSFORM, LayoutTransformAttrs, _I, 1, _same, _elementwise_flops(0)),
 ]}
 
 

@@ -1,0 +1,188 @@
+"""select_layout: choose each value's physical layout and insert the fewest conversions.
+
+Layouts: "NCHW" (PyTorch's) and "NCHW16c" (channels in blocks of 16, the vector width
+of AVX-512: an (N, C, H, W) tensor is stored as (N, ceil(C/16), H, W, 16), padded
+channels zero). The IR keeps every value's logical NCHW shape; only ``Value.layout``
+changes, and lowering derives the physical buffer shape from it.
+
+An op can run blocked when the runtime registers a kernel for it in that layout, or when
+it is a zero-preserving elementwise op (its kernel works on the flat buffer and keeps the
+padded channels zero). Nodes that can run blocked form connected regions; a region is
+kept only if the modelled conv speed-up outweighs the conversions at its boundary (ONNX
+Runtime and TVM's x86 schedule convert once at the edges for the same reason). Graph
+inputs and outputs stay NCHW: what the user passes and gets is always NCHW.
+"""
+from __future__ import annotations
+
+import math
+from runtime.registry import registered
+
+from ..ir import PARAM, Graph, Meta, Node, Value
+from ..ops import LayoutTransformAttrs, Op, op_def
+from . import PassContext, graph_pass
+
+BLOCKED = "NCHW16c"
+BLOCK = 16
+# zero-preserving activations: f(0) == 0, so the padded channels stay zero
+_ZERO_SAFE_ACTS = ("none", "relu", "leaky_relu", "tanh")
+_FLAT_OPS = {Op.RELU, Op.LEAKY_RELU, Op.TANH, Op.DROPOUT, Op.ADD}
+
+# Cost model, calibrated on the 2-core Zen 4 development machine by
+# benchmarks/conv_kernels.py (conv GFLOP/s per layout) and a copy bandwidth probe.
+GFLOPS = {"NCHW": 10.0, BLOCKED: 60.0}
+TRANSFORM_GBPS = 4.0
+
+
+def _blocked_kernels(target: str) -> set[str]:
+    return {k.op for k in registered(target) if k.layout == BLOCKED and k.mode == "forward"}
+
+
+def can_block(g: Graph, n: Node, kernels: set[str]) -> bool:
+    """Can node ``n`` read and write NCHW16c?"""
+    if any(len(g.values[i].shape) != 4 for i in n.inputs if g.values[i].kind != PARAM):
+        return False
+    if getattr(n.attrs, "activation", "none") not in _ZERO_SAFE_ACTS:
+        return False
+    if n.op in _FLAT_OPS:
+        return True
+    if n.op is Op.CONV2D:
+        c = g.values[n.inputs[0]].shape[1]
+        ok_groups = n.attrs.groups == 1 or n.attrs.groups == c == n.attrs.out_channels
+        return ok_groups and "conv2d" in kernels
+    return n.op.value in kernels
+
+
+def _regions(g: Graph, eligible: set[str]) -> list[set[str]]:
+    """Connected components of eligible nodes, linked through the values between them."""
+    parent = {n: n for n in eligible}
+
+    def find(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    for n in g.nodes:
+        if n.name not in eligible:
+            continue
+        for i in n.inputs:
+            p = g.producer(i)
+            if p is not None and p.name in eligible:
+                parent[find(p.name)] = find(n.name)
+    groups: dict[str, set[str]] = {}
+    for n in eligible:
+        groups.setdefault(find(n), set()).add(n)
+    return list(groups.values())
+
+
+def _value_bytes(v: Value) -> int:
+    return 4 * math.prod(1 if d is None else d for d in v.shape)
+
+
+def region_gain(g: Graph, region: set[str]) -> float:
+    """Modelled seconds saved per sample by running ``region`` blocked (minus conversions)."""
+    gain = 0.0
+    boundary: set[str] = set()
+    for n in g.nodes:
+        if n.name in region:
+            if n.op is Op.CONV2D:
+                xs = [g.values[n.inputs[0]].shape]
+                out = g.values[n.outputs[0]].shape
+                flops = op_def(n.op).flops(n.attrs, [tuple(1 if d is None else d for d in s)
+                                                     for s in xs],
+                                           tuple(1 if d is None else d for d in out))
+                gain += flops / 1e9 * (1 / GFLOPS["NCHW"] - 1 / GFLOPS[BLOCKED])
+            for i in n.inputs:
+                p = g.producer(i)
+                if g.values[i].kind != PARAM and (p is None or p.name not in region):
+                    boundary.add(i)
+        else:
+            for i in n.inputs:
+                p = g.producer(i)
+                if p is not None and p.name in region:
+                    boundary.add(i)
+    for o in g.outputs:
+        p = g.producer(o)
+        if p is not None and p.name in region:
+            boundary.add(o)
+    cost = sum(_value_bytes(g.values[v]) * 2 for v in boundary) / (TRANSFORM_GBPS * 1e9)
+    return gain - cost
+
+
+def _transform(out: str, src_value: str, src: str, dst: str,
+               layers: tuple[str, ...] = ()) -> Node:
+    """A conversion node writing value ``out``; node names get a suffix to stay unique."""
+    return Node(f"{out}__to_{dst}", Op.LAYOUT_TRANSFORM, (src_value,), (out,),
+                LayoutTransformAttrs(src, dst), Meta(ops=("layout_transform",), layers=layers))
+
+
+def assign_layouts(g: Graph, blocked: set[str]) -> Graph:
+    """Rewrite ``g`` so nodes in ``blocked`` run NCHW16c, inserting conversions at edges."""
+    values = dict(g.values)
+    nodes: list[Node] = []
+    converted: dict[tuple[str, str], str] = {}  # (value, layout) -> converted value name
+    layout_of = {i: values[i].layout for i in g.inputs}
+    node_names = {n.name for n in g.nodes}
+
+    def convert(v: str, want: str, user: str) -> str:
+        if layout_of.get(v, values[v].layout) == want or values[v].kind == PARAM:
+            return v
+        key = (v, want)
+        if key not in converted:
+            name = f"{v}__{want}"
+            while name in values or name in node_names:
+                name += "_"
+            values[name] = Value(name, values[v].shape, values[v].dtype, want)
+            nodes.append(_transform(name, v, layout_of[v], want, (user,)))
+            layout_of[name] = want
+            converted[key] = name
+        return converted[key]
+
+    for n in g.nodes:
+        want = BLOCKED if n.name in blocked else "NCHW"
+        ins = tuple(convert(i, want, n.name) if len(values[i].shape) == 4 else i
+                    for i in n.inputs)
+        outs, to_nchw = [], []
+        for o in n.outputs:
+            v = values[o]
+            lay = want if len(v.shape) == 4 else v.layout
+            if lay != v.layout and o in g.outputs:
+                # the user sees NCHW: write blocked to an inner value, convert into `o`
+                inner = f"{o}__{lay}"
+                values[inner] = Value(inner, v.shape, v.dtype, lay)
+                to_nchw.append((o, inner))
+                o = inner
+            else:
+                values[o] = Value(o, v.shape, v.dtype, lay, v.kind)
+            layout_of[o] = lay
+            outs.append(o)
+        nodes.append(n.replace(inputs=ins, outputs=tuple(outs)))
+        for o, inner in to_nchw:
+            nodes.append(_transform(o, inner, BLOCKED, "NCHW", (n.name,)))
+            layout_of[o] = "NCHW"
+    return g.replace(nodes=nodes, values=values)
+
+
+@graph_pass("select_layout", opt_level=2, provides=("layouts",))
+def select_layout(g: Graph, ctx: PassContext) -> Graph:
+    """Run convolution regions in NCHW16c when the cost model says it pays."""
+    if ctx.layout == "NCHW" or ctx.training:
+        return g
+    kernels = _blocked_kernels(ctx.target)
+    if "conv2d" not in kernels or "layout_transform" not in kernels:
+        return g
+    eligible = {n.name for n in g.nodes if can_block(g, n, kernels)}
+    regions = [r for r in _regions(g, eligible)
+               if any(g.node(n).op is Op.CONV2D for n in r)]
+    if ctx.layout != "NCHWc":
+        regions = [r for r in regions if region_gain(g, r) > 0]
+    blocked = set().union(*regions) if regions else set()
+    return assign_layouts(g, blocked) if blocked else g
+
+
+def physical_shape(shape: tuple, layout: str) -> tuple:
+    """The buffer shape of a logical NCHW shape stored in ``layout``."""
+    if layout == BLOCKED:
+        n, c, h, w = shape
+        return (n, -(-c // BLOCK), h, w, BLOCK)
+    return tuple(shape)
+

@@ -1,0 +1,147 @@
+"""Conv2d CPU kernel for NCHW, with the fused epilogue (bias, residual, activation).
+
+Three paths, picked once at bind time:
+* 1x1, stride 1, no padding, groups 1: a GEMM per image, weight (O, C) @ x (C, H*W).
+* groups 1 otherwise: im2col per image into a scratch matrix (C*kh*kw, OH*OW), then a
+  BLAS GEMM straight into the output. Measured here, BLAS beats auto-vectorized direct
+  loops 3-5x; the blocked NCHW16c kernel (conv_nchwc.py) is the fast path beyond that.
+* grouped and depthwise: a direct loop per (image, output channel) whose inner loop runs
+  over a contiguous output row, with the valid range of columns computed per kernel tap
+  so padding costs no per-element branch.
+After each image's product, one jitted sweep adds bias and residual and applies the
+activation while that image's output is still in cache.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numba
+import numpy as np
+from numba import prange
+
+from ..registry import register_kernel
+from .activation import act_code, apply_act
+
+
+@numba.njit(cache=True, inline="always")
+def _valid_range(n_out, n_in, stride, pad, offset):
+    """Outputs o in [lo, hi) whose input index o*stride - pad + offset is in [0, n_in)."""
+    start = pad - offset  # need o*stride >= start
+    lo = 0 if start <= 0 else (start + stride - 1) // stride
+    end = n_in + pad - offset  # need o*stride < end
+    hi = 0 if end <= 0 else min(n_out, (end + stride - 1) // stride)
+    return lo, max(lo, hi)
+
+
+@numba.njit(cache=True, parallel=True)
+def _im2col(x, col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    # x: (C, H, W) -> col: (C*kh*kw, OH*OW); out-of-bounds taps are zero
+    c_in, h, w = x.shape
+    for r in prange(c_in * kh * kw):
+        c = r // (kh * kw)
+        a = (r // kw) % kh
+        b = r % kw
+        i0, i1 = _valid_range(oh, h, sh, pt, a * dh)
+        j0, j1 = _valid_range(ow, w, sw, pl, b * dw)
+        for i in range(oh):
+            row = i * ow
+            if i < i0 or i >= i1:
+                for j in range(ow):
+                    col[r, row + j] = 0.0
+                continue
+            y = i * sh - pt + a * dh
+            for j in range(j0):
+                col[r, row + j] = 0.0
+            for j in range(j0, j1):
+                col[r, row + j] = x[c, y, j * sw - pl + b * dw]
+            for j in range(j1, ow):
+                col[r, row + j] = 0.0
+
+
+@numba.njit(cache=True, parallel=True)
+def _epilogue(out, bias, has_bias, res, has_res, code, alpha):
+    # out, res: (O, P) for one image
+    o_n, p_n = out.shape
+    for o in prange(o_n):
+        bv = bias[o] if has_bias else np.float32(0.0)
+        for p in range(p_n):
+            v = out[o, p] + bv
+            if has_res:
+                v += res[o, p]
+            out[o, p] = apply_act(v, code, alpha)
+
+
+@numba.njit(cache=True, parallel=True)
+def _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
+            sh, sw, pt, pl, dh, dw, groups):
+    n_img, c_in, h, wd = x.shape
+    o_n, cg, kh, kw = w.shape
+    _, _, oh, ow = out.shape
+    og = o_n // groups
+    for t in prange(n_img * o_n):
+        n = t // o_n
+        o = t % o_n
+        g = o // og
+        acc = np.zeros((oh, ow), np.float32)
+        for c in range(cg):
+            ci = g * cg + c
+            for a in range(kh):
+                i0, i1 = _valid_range(oh, h, sh, pt, a * dh)
+                for b in range(kw):
+                    j0, j1 = _valid_range(ow, wd, sw, pl, b * dw)
+                    wv = w[o, c, a, b]
+                    for i in range(i0, i1):
+                        y = i * sh - pt + a * dh
+                        base = j0 * sw - pl + b * dw
+                        for j in range(j0, j1):
+                            acc[i, j] += wv * x[n, ci, y, base + (j - j0) * sw]
+        bv = bias[o] if has_bias else np.float32(0.0)
+        for i in range(oh):
+            for j in range(ow):
+                v = acc[i, j] + bv
+                if has_res:
+                    v += res[n, o, i, j]
+                out[n, o, i, j] = apply_act(v, code, alpha)
+
+
+@register_kernel("conv2d")
+def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    """2-D convolution exactly as torch.nn.functional.conv2d, plus the fused epilogue."""
+    x, w, out = ins[0], ins[1], outs[0]
+    has_bias, has_res = bool(attrs["bias"]), bool(attrs.get("residual", False))
+    bias = ins[2] if has_bias else np.zeros(1, np.float32)
+    res = ins[-1] if has_res else np.zeros((1, 1, 1, 1), np.float32)
+    code, alpha = act_code(attrs.get("activation", "none")), np.float32(attrs.get("alpha", 0.0))
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
+    pt, pl, pb, pr = attrs["padding"]
+    groups = int(attrs["groups"])
+    n, c, h, wd = x.shape
+    o_n = w.shape[0]
+    oh, ow = out.shape[2], out.shape[3]
+    if w.shape != (o_n, c // groups, kh, kw) or out.shape[:2] != (n, o_n):
+        raise ValueError(f"conv2d: x {x.shape}, weight {w.shape}, out {out.shape} disagree "
+                         f"for groups={groups}")
+
+    if groups != 1:
+        return lambda: _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
+                               sh, sw, pt, pl, dh, dw, groups)
+
+    w2 = w.reshape(o_n, c * kh * kw)
+    out3 = out.reshape(n, o_n, oh * ow)
+    res3 = res.reshape(res.shape[0], res.shape[1], -1)
+    plain = not has_bias and not has_res and code == 0
+    pointwise = (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
+    x3 = x.reshape(n, c, h * wd)
+    col = None if pointwise else np.empty((c * kh * kw, oh * ow), np.float32)
+
+    def run():
+        for i in range(n):
+            if pointwise:
+                np.matmul(w2, x3[i], out=out3[i])
+            else:
+                _im2col(x[i], col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+                np.matmul(w2, col, out=out3[i])
+            if not plain:
+                _epilogue(out3[i], bias, has_bias, res3[i] if has_res else res3[0], has_res,
+                          code, alpha)
+    return run

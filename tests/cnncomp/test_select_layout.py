@@ -1,0 +1,83 @@
+"""select_layout: blocked regions, the fewest conversions, NCHW at the graph's edges."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import cnncomp
+import frontend as fe
+from cnncomp.ops import Op
+from cnncomp.passes import PassContext
+from cnncomp.passes.fold_batch_norm import fold_batch_norm
+from cnncomp.passes.fuse_epilogues import fuse_epilogues
+from cnncomp.passes.select_layout import BLOCKED, assign_layouts, physical_shape, select_layout
+from tests.helpers import rel_err
+
+CTX = PassContext()
+
+
+def chain(c=16, hw=8, sigmoid=False):
+    x = fe.Input((3, hw, hw), name="x")
+    h = fe.ReLU(name="r1")(fe.Conv2d(c, 3, padding=1, name="c1")(x))
+    h = fe.Conv2d(c, 3, padding=1, name="c2")(h)
+    h = fe.Sigmoid(name="s")(h) if sigmoid else fe.ReLU(name="r2")(fe.Add(name="a")(h, h))
+    h = fe.Conv2d(c, 1, name="c3")(h)
+    return fe.Model(x, fe.Linear(4, name="fc")(fe.GlobalAvgPool2d(name="gap")(h)), name="chain")
+
+
+def _transforms(g):
+    return [n for n in g.nodes if n.op is Op.LAYOUT_TRANSFORM]
+
+
+def test_assign_layouts_converts_once_at_each_edge():
+    g = chain().graph
+    blocked = {"c1", "r1", "c2", "a", "r2", "c3"}
+    out = assign_layouts(g, blocked)
+    out.verify()
+    ts = _transforms(out)
+    assert [(t.attrs.src, t.attrs.dst) for t in ts] == [("NCHW", BLOCKED), (BLOCKED, "NCHW")]
+    assert out.values["c2"].layout == BLOCKED and out.values["x"].layout == "NCHW"
+    assert out.node("gap").inputs[0].startswith("c3__")  # GAP reads the converted value
+
+
+def test_graph_outputs_stay_nchw():
+    x = fe.Input((3, 6, 6), name="x")
+    net = fe.Model(x, fe.Conv2d(16, 3, name="c")(x))
+    out = assign_layouts(net.graph, {"c"})
+    out.verify()
+    assert out.outputs == ("c",) and out.values["c"].layout == "NCHW"
+    assert out.producer("c").op is Op.LAYOUT_TRANSFORM
+
+
+def test_physical_shape_pads_channels():
+    assert physical_shape((2, 17, 5, 5), BLOCKED) == (2, 2, 5, 5, 16)
+    assert physical_shape((2, 17, 5, 5), "NCHW") == (2, 17, 5, 5)
+
+
+def _has_blocked_conv():
+    from runtime.registry import registered
+    return any(k.op == "conv2d" and k.layout == BLOCKED for k in registered("cpu"))
+
+
+needs_blocked = pytest.mark.skipif(not _has_blocked_conv(), reason="no NCHW16c conv kernel")
+
+
+@needs_blocked
+def test_sigmoid_breaks_the_blocked_region():
+    g = fuse_epilogues(fold_batch_norm(chain(sigmoid=True).graph, CTX), CTX)
+    out = select_layout(g, PassContext(layout="NCHWc"))
+    assert all(out.values[n.outputs[0]].layout != BLOCKED for n in out.nodes
+               if "sigmoid" in n.ops)
+
+
+@needs_blocked
+@pytest.mark.parametrize("layout", ["NCHW", "NCHWc", "auto"])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_layout_gives_the_same_outputs(layout, batch):
+    net = chain(c=20)
+    ref = cnncomp.compile(net, layout="NCHW", fuse=False)
+    m = cnncomp.compile(net, layout=layout, verify=True)
+    x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
+    assert rel_err(m(x), ref(x)) < 1e-5
+    if layout == "NCHWc":
+        assert sum(k.op == "layout_transform" for k in m.kernels) == 2
