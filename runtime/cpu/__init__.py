@@ -1,15 +1,40 @@
 """CPU kernels (Numba). Importing this package registers every CPU kernel.
 
-Numba's OpenMP threading layer spin-waits after each parallel region, which starves the
-BLAS threads our GEMM-based kernels (and PyTorch in the same process) call next: measured
-here, a 3x3 conv at batch 32 ran 5.6x slower under "omp" than under "workqueue". So we
-select "workqueue" unless the user chose a layer (NUMBA_THREADING_LAYER).
+Threading layer, measured on the 2-core development machine (see README "Performance"):
+  * "omp" starts a parallel region in ~2-10 us but its threads spin-wait afterwards,
+    starving the BLAS threads our GEMM-based kernels call next (a 3x3 conv at batch 32
+    ran 5-6x slower) and PyTorch's in the same process;
+  * "workqueue" never spins but costs ~100-130 us per parallel region;
+  * "tbb" costs ~2-5 us per region and yields: BLAS and PyTorch keep full speed.
+So we use TBB (the `tbb` wheel, a dependency) unless the user chose a layer with
+NUMBA_THREADING_LAYER; without TBB we fall back to "workqueue".
 """
+import ctypes
+import glob
 import os
+import sys
 
 import numba
 
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+
+def _select_threading_layer() -> str:
+    if "NUMBA_THREADING_LAYER" in os.environ:
+        return os.environ["NUMBA_THREADING_LAYER"]
+    # the tbb wheel puts libtbb in <env>/lib, which the loader does not search: load it
+    # by path so Numba's TBB pool finds it
+    for lib in sorted(glob.glob(os.path.join(sys.prefix, "lib", "libtbb.so.12*"))):
+        try:
+            ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
+            return "tbb"
+        except OSError:
+            continue
+    try:
+        from numba.np.ufunc import tbbpool  # noqa: F401  (system-wide TBB)
+        return "tbb"
+    except ImportError:
+        return "workqueue"
+
+
+numba.config.THREADING_LAYER = _select_threading_layer()
 
 from . import conv, elementwise, linear, norm, pool  # noqa: E402,F401  (register on import)
