@@ -30,13 +30,16 @@ class Variant:
 
 
 def variants_for(net: Any, target: str = "cpu") -> list[tuple[str, dict]]:
-    """(label, compile kwargs): unfused, fused, and each fusion pass alone on top of unfused."""
+    """(label, compile kwargs): unfused, fused (auto layout), each fusion pass alone on top
+    of unfused, and fused with each layout forced."""
     fusion = [n for n in default_pipeline() if PASSES[n].fusion]
     out = [("unfused", dict(fuse=False)), ("fused", dict(fuse=True))]
     if len(fusion) > 1:
         for p in fusion:
             others = [q for q in fusion if q != p]
             out.append((f"only {p}", dict(fuse=True, disable=others)))
+    out += [("fused, layout=NCHW", dict(fuse=True, layout="NCHW")),
+            ("fused, layout=NCHWc", dict(fuse=True, layout="NCHWc"))]
     return out
 
 

@@ -37,4 +37,5 @@ def _select_threading_layer() -> str:
 
 numba.config.THREADING_LAYER = _select_threading_layer()
 
-from . import conv, elementwise, linear, norm, pool  # noqa: E402,F401  (register on import)
+from . import (conv, conv_blocked, elementwise, layout, linear, norm,  # noqa: E402,F401
+               pool)  # (each registers its kernels on import)

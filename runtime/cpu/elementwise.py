@@ -63,6 +63,10 @@ bind_sigmoid = register_kernel("sigmoid")(_activation_binder("sigmoid"))
 bind_tanh = register_kernel("tanh")(_activation_binder("tanh"))
 bind_leaky_relu = register_kernel("leaky_relu")(_activation_binder("leaky_relu",
                                                                   "negative_slope"))
+# Zero-preserving elementwise ops (f(0) == 0) run unchanged on the flat buffer of a
+# blocked NCHW16c tensor: its padding channels stay zero. (Sigmoid is not among them.)
+for _op, _bind in [("relu", bind_relu), ("tanh", bind_tanh), ("leaky_relu", bind_leaky_relu)]:
+    register_kernel(_op, "cpu", "NCHW16c")(_bind)
 
 
 @register_kernel("add")
@@ -102,3 +106,5 @@ def _copy_binder(op: str):
 # turns both into views when it can; these copies run when it cannot.
 bind_dropout = register_kernel("dropout")(_copy_binder("dropout"))
 bind_flatten = register_kernel("flatten")(_copy_binder("flatten"))
+register_kernel("add", "cpu", "NCHW16c")(bind_add)  # zero-preserving with relu/leaky/tanh
+register_kernel("dropout", "cpu", "NCHW16c")(bind_dropout)

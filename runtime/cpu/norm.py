@@ -122,3 +122,38 @@ def bind_softmax(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: M
     n, c = x.shape[:2]
     x3, o3 = x.reshape(n, c, -1), outs[0].reshape(n, c, -1)
     return lambda: _softmax(x3, o3)
+
+
+@numba.njit(cache=True, parallel=True)
+def _bn_blocked(x, out, scale, shift, code, alpha):
+    # x, out: (N, Cb, HW, 16); scale/shift: (Cb, 16), zero in the padding channels
+    n, cb_n, hw, b = x.shape
+    for t in prange(n * cb_n):
+        i, cb = t // cb_n, t % cb_n
+        for p in range(hw):
+            for k in range(b):
+                out[i, cb, p, k] = apply_act(x[i, cb, p, k] * scale[cb, k] + shift[cb, k],
+                                             code, alpha)
+
+
+@register_kernel("batch_norm", "cpu", "NCHW16c")
+def bind_batch_norm_blocked(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                            attrs: Mapping):
+    """Inference BN on NCHW16c: padding channels get scale = shift = 0 and stay zero."""
+    x, w, b, mean, var = ins[:5]
+    n, cb_n, h, wd, blk = x.shape
+    c = w.shape[0]
+    x4, o4 = x.reshape(n, cb_n, h * wd, blk), outs[0].reshape(n, cb_n, h * wd, blk)
+    eps = float(attrs["eps"])
+    code, alpha = act_code(attrs.get("activation", "none")), np.float32(attrs.get("alpha", 0.0))
+    if code == 3:
+        raise ValueError("batch_norm NCHW16c: sigmoid would break the zero padding channels")
+    scale = np.zeros(cb_n * blk, np.float32)
+    shift = np.zeros(cb_n * blk, np.float32)
+
+    def run():
+        inv = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+        scale[:c] = w * inv
+        shift[:c] = b - mean * inv * w
+        _bn_blocked(x4, o4, scale.reshape(cb_n, blk), shift.reshape(cb_n, blk), code, alpha)
+    return run

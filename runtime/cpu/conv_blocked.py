@@ -1,0 +1,267 @@
+"""Convolution in the blocked NCHW16c layout, with register tiles of ``f32x16`` vectors.
+
+Layout: an (N, C, H, W) tensor is stored as (N, ceil(C/16), H, W, 16); channel c is at
+[n, c // 16, h, w, c % 16] and the padding channels of the last block are zero in every
+tensor of this layout (each kernel keeps them zero: its packed weights and bias are zero
+there, and only zero-preserving activations run blocked).
+
+Dense conv (groups == 1): each task computes one output row of one 16-channel output
+block. Its inner loop keeps 8 output pixels x 16 output channels in 8 vector registers;
+per input channel it loads one weight vector (16 output channels) and broadcasts 8 input
+values, i.e. 8 FMAs per load of weights. Taps that fall in the padding are skipped for
+whole tiles, and handled per pixel (as zero) only at the image border. The epilogue
+(bias, residual, activation) runs on the registers before the single store.
+
+Depthwise conv (groups == C == O): 16 channels of a block are one vector; each tap is a
+vector FMA of the input pixel's channels with the tap's weights.
+
+Weights are packed once at bind time from PyTorch's OIHW; a trainer that updates weights
+in place must re-bind (inference graphs never do).
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numba
+import numpy as np
+from numba import prange
+
+from ..registry import register_kernel
+from .activation import act_code
+from .simd import vadd, vfma, vleaky, vload, vrelu, vsplat, vstore
+
+B = 16
+TILE = 8
+_ZERO = np.float32(0.0)
+
+
+@numba.njit(cache=True, inline="always")
+def _finish(acc, of, oidx, rf, has_res, act, alpha):
+    """Residual add and activation in registers, then the single store."""
+    if has_res:
+        acc = vadd(acc, vload(rf, oidx))
+    if act == 1:
+        acc = vrelu(acc)
+    elif act == 2:
+        acc = vleaky(acc, alpha)
+    vstore(of, oidx, acc)
+    if act == 4:  # tanh keeps zero padding at zero; applied lane by lane after the store
+        for q in range(B):
+            of[oidx + q] = np.float32(math.tanh(of[oidx + q]))
+
+
+@numba.njit(cache=True, inline="always")
+def _x_or_zero(xf, row, iw, w, ic):
+    return xf[row + iw * B + ic] if 0 <= iw < w else _ZERO
+
+
+def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, pl, dh, dw):
+    n_img, cb_n, h, w, _ = x.shape
+    _, ob_n, oh_n, ow_n, _ = out.shape
+    xf, wf, of, rf = x.reshape(-1), wp.reshape(-1), out.reshape(-1), res.reshape(-1)
+    xs_n, xs_c, xs_h = cb_n * h * w * B, h * w * B, w * B
+    ws_o, ws_c = cb_n * kh_n * kw_n * B * B, kh_n * kw_n * B * B
+    os_n, os_o, os_h = ob_n * oh_n * ow_n * B, oh_n * ow_n * B, ow_n * B
+    for t in prange(n_img * ob_n * oh_n):
+        n = t // (ob_n * oh_n)
+        ob = (t // oh_n) % ob_n
+        oh = t % oh_n
+        bvec = vload(bias, ob * B)
+        obase = n * os_n + ob * os_o + oh * os_h
+        ow = 0
+        while ow + TILE <= ow_n:
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = bvec
+            for cb in range(cb_n):
+                for kh in range(kh_n):
+                    ih = oh * sh - pt + kh * dh
+                    if ih < 0 or ih >= h:
+                        continue
+                    row = n * xs_n + cb * xs_c + ih * xs_h
+                    for kw in range(kw_n):
+                        iw = ow * sw - pl + kw * dw
+                        wb = ob * ws_o + cb * ws_c + (kh * kw_n + kw) * B * B
+                        if iw >= 0 and iw + (TILE - 1) * sw < w:
+                            # unsigned indices: no negative-index wraparound in the hot loop
+                            xi = np.uint64(row + iw * B)
+                            st = np.uint64(sw * B)
+                            for icu in range(B):
+                                ic = np.uint64(icu)
+                                wv = vload(wf, np.uint64(wb) + ic * np.uint64(B))
+                                a0 = vfma(vsplat(xf[xi + ic]), wv, a0)
+                                a1 = vfma(vsplat(xf[xi + st + ic]), wv, a1)
+                                a2 = vfma(vsplat(xf[xi + np.uint64(2) * st + ic]), wv, a2)
+                                a3 = vfma(vsplat(xf[xi + np.uint64(3) * st + ic]), wv, a3)
+                                a4 = vfma(vsplat(xf[xi + np.uint64(4) * st + ic]), wv, a4)
+                                a5 = vfma(vsplat(xf[xi + np.uint64(5) * st + ic]), wv, a5)
+                                a6 = vfma(vsplat(xf[xi + np.uint64(6) * st + ic]), wv, a6)
+                                a7 = vfma(vsplat(xf[xi + np.uint64(7) * st + ic]), wv, a7)
+                        else:  # the tile straddles the left/right border
+                            for ic in range(B):
+                                wv = vload(wf, wb + ic * B)
+                                a0 = vfma(vsplat(_x_or_zero(xf, row, iw, w, ic)), wv, a0)
+                                a1 = vfma(vsplat(_x_or_zero(xf, row, iw + sw, w, ic)), wv, a1)
+                                a2 = vfma(vsplat(_x_or_zero(xf, row, iw + 2 * sw, w, ic)), wv,
+                                          a2)
+                                a3 = vfma(vsplat(_x_or_zero(xf, row, iw + 3 * sw, w, ic)), wv,
+                                          a3)
+                                a4 = vfma(vsplat(_x_or_zero(xf, row, iw + 4 * sw, w, ic)), wv,
+                                          a4)
+                                a5 = vfma(vsplat(_x_or_zero(xf, row, iw + 5 * sw, w, ic)), wv,
+                                          a5)
+                                a6 = vfma(vsplat(_x_or_zero(xf, row, iw + 6 * sw, w, ic)), wv,
+                                          a6)
+                                a7 = vfma(vsplat(_x_or_zero(xf, row, iw + 7 * sw, w, ic)), wv,
+                                          a7)
+            o = obase + ow * B
+            _finish(a0, of, o, rf, has_res, act, alpha)
+            _finish(a1, of, o + B, rf, has_res, act, alpha)
+            _finish(a2, of, o + 2 * B, rf, has_res, act, alpha)
+            _finish(a3, of, o + 3 * B, rf, has_res, act, alpha)
+            _finish(a4, of, o + 4 * B, rf, has_res, act, alpha)
+            _finish(a5, of, o + 5 * B, rf, has_res, act, alpha)
+            _finish(a6, of, o + 6 * B, rf, has_res, act, alpha)
+            _finish(a7, of, o + 7 * B, rf, has_res, act, alpha)
+            ow += TILE
+        while ow + 4 <= ow_n:  # a 4-pixel tile for narrow rows and the row's tail
+            a0 = a1 = a2 = a3 = bvec
+            for cb in range(cb_n):
+                for kh in range(kh_n):
+                    ih = oh * sh - pt + kh * dh
+                    if ih < 0 or ih >= h:
+                        continue
+                    row = n * xs_n + cb * xs_c + ih * xs_h
+                    for kw in range(kw_n):
+                        iw = ow * sw - pl + kw * dw
+                        wb = np.uint64(ob * ws_o + cb * ws_c + (kh * kw_n + kw) * B * B)
+                        if iw >= 0 and iw + 3 * sw < w:
+                            xi = np.uint64(row + iw * B)
+                            st = np.uint64(sw * B)
+                            for icu in range(B):
+                                ic = np.uint64(icu)
+                                wv = vload(wf, wb + ic * np.uint64(B))
+                                a0 = vfma(vsplat(xf[xi + ic]), wv, a0)
+                                a1 = vfma(vsplat(xf[xi + st + ic]), wv, a1)
+                                a2 = vfma(vsplat(xf[xi + np.uint64(2) * st + ic]), wv, a2)
+                                a3 = vfma(vsplat(xf[xi + np.uint64(3) * st + ic]), wv, a3)
+                        else:
+                            for ic in range(B):
+                                wv = vload(wf, wb + np.uint64(ic * B))
+                                a0 = vfma(vsplat(_x_or_zero(xf, row, iw, w, ic)), wv, a0)
+                                a1 = vfma(vsplat(_x_or_zero(xf, row, iw + sw, w, ic)), wv, a1)
+                                a2 = vfma(vsplat(_x_or_zero(xf, row, iw + 2 * sw, w, ic)), wv,
+                                          a2)
+                                a3 = vfma(vsplat(_x_or_zero(xf, row, iw + 3 * sw, w, ic)), wv,
+                                          a3)
+            o = obase + ow * B
+            _finish(a0, of, o, rf, has_res, act, alpha)
+            _finish(a1, of, o + B, rf, has_res, act, alpha)
+            _finish(a2, of, o + 2 * B, rf, has_res, act, alpha)
+            _finish(a3, of, o + 3 * B, rf, has_res, act, alpha)
+            ow += 4
+        while ow < ow_n:  # the last < 4 pixels of the row, one vector each
+            acc = bvec
+            for cb in range(cb_n):
+                for kh in range(kh_n):
+                    ih = oh * sh - pt + kh * dh
+                    if ih < 0 or ih >= h:
+                        continue
+                    row = n * xs_n + cb * xs_c + ih * xs_h
+                    for kw in range(kw_n):
+                        iw = ow * sw - pl + kw * dw
+                        if iw < 0 or iw >= w:
+                            continue
+                        wb = np.uint64(ob * ws_o + cb * ws_c + (kh * kw_n + kw) * B * B)
+                        xi = np.uint64(row + iw * B)
+                        for icu in range(B):
+                            ic = np.uint64(icu)
+                            acc = vfma(vsplat(xf[xi + ic]), vload(wf, wb + ic * np.uint64(B)),
+                                       acc)
+            _finish(acc, of, obase + ow * B, rf, has_res, act, alpha)
+            ow += 1
+
+
+def _depthwise(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, pl, dh,
+               dw):
+    n_img, cb_n, h, w, _ = x.shape
+    _, _, oh_n, ow_n, _ = out.shape
+    xf, wf, of, rf = x.reshape(-1), wp.reshape(-1), out.reshape(-1), res.reshape(-1)
+    xs_n, xs_c, xs_h = cb_n * h * w * B, h * w * B, w * B
+    os_n, os_c, os_h = cb_n * oh_n * ow_n * B, oh_n * ow_n * B, ow_n * B
+    for t in prange(n_img * cb_n * oh_n):
+        n = t // (cb_n * oh_n)
+        cb = (t // oh_n) % cb_n
+        oh = t % oh_n
+        bvec = vload(bias, cb * B)
+        for ow in range(ow_n):
+            acc = bvec
+            for kh in range(kh_n):
+                ih = oh * sh - pt + kh * dh
+                if ih < 0 or ih >= h:
+                    continue
+                row = n * xs_n + cb * xs_c + ih * xs_h
+                for kw in range(kw_n):
+                    iw = ow * sw - pl + kw * dw
+                    if iw < 0 or iw >= w:
+                        continue
+                    wi = ((cb * kh_n + kh) * kw_n + kw) * B
+                    acc = vfma(vload(xf, row + iw * B), vload(wf, wi), acc)
+            _finish(acc, of, n * os_n + cb * os_c + oh * os_h + ow * B, rf, has_res, act,
+                    alpha)
+
+
+_dense_par = numba.njit(cache=True, parallel=True)(_dense)
+_depthwise_par = numba.njit(cache=True, parallel=True)(_depthwise)
+
+
+def pack_dense(w: np.ndarray) -> np.ndarray:
+    """OIHW -> (O/16, C/16, kh, kw, 16 in, 16 out), zero-padded."""
+    o, c, kh, kw = w.shape
+    ob, cb = -(-o // B), -(-c // B)
+    p = np.zeros((ob * B, cb * B, kh, kw), np.float32)
+    p[:o, :c] = w
+    return np.ascontiguousarray(p.reshape(ob, B, cb, B, kh, kw).transpose(0, 2, 4, 5, 3, 1))
+
+
+def pack_depthwise(w: np.ndarray) -> np.ndarray:
+    """(C, 1, kh, kw) -> (C/16, kh, kw, 16), zero-padded."""
+    c, _, kh, kw = w.shape
+    cb = -(-c // B)
+    p = np.zeros((cb * B, kh, kw), np.float32)
+    p[:c] = w[:, 0]
+    return np.ascontiguousarray(p.reshape(cb, B, kh, kw).transpose(0, 2, 3, 1))
+
+
+@register_kernel("conv2d", "cpu", "NCHW16c")
+def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    """conv2d on NCHW16c tensors (dense or depthwise), with the fused epilogue."""
+    x, w, out = ins[0], ins[1], outs[0]
+    o_n, cg = w.shape[:2]
+    c = x.shape[1] * B
+    groups = int(attrs["groups"])
+    act = act_code(attrs.get("activation", "none"))
+    if act == 3:
+        raise ValueError("conv2d NCHW16c: sigmoid would make the zero padding channels 0.5; "
+                         "the layout pass keeps such convs in NCHW")
+    has_res = bool(attrs.get("residual", False))
+    res = ins[-1] if has_res else np.zeros(B, np.float32)
+    bias = np.zeros(out.shape[1] * B, np.float32)
+    if attrs["bias"]:
+        bias[:o_n] = ins[2]
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
+    pt, pl = attrs["padding"][:2]
+    alpha = np.float32(attrs.get("alpha", 0.0))
+    if groups == 1:
+        if cg > c:
+            raise ValueError(f"conv2d NCHW16c: weight {w.shape} needs {cg} input channels, "
+                             f"the blocked input has {c}")
+        wp = pack_dense(w)
+        fn = _dense_par
+    elif cg == 1 and groups == o_n and out.shape[1] == x.shape[1]:
+        wp = pack_depthwise(w)
+        fn = _depthwise_par
+    else:
+        raise NotImplementedError(f"conv2d NCHW16c supports groups=1 and depthwise, got "
+                                  f"groups={groups} with weight {w.shape}")
+    return lambda: fn(x, wp, bias, res, out, has_res, act, alpha, kh, kw, sh, sw, pt, pl, dh,
+                      dw)

@@ -1,0 +1,146 @@
+"""A 16-lane float32 vector type for Numba kernels, as LLVM ``<16 x float>``.
+
+Numba has no vector types, and its auto-vectorizer cannot keep a tile of accumulators
+in registers across a reduction loop. A value of type ``f32x16`` is an SSA register: a
+conv kernel can hold, say, 8 of them as accumulators while streaming inputs, and every
+operation below is a single LLVM vector instruction (an AVX-512 ``zmm`` op on this
+machine; LLVM splits it into two ``ymm`` ops on AVX2-only CPUs, so it is correct
+everywhere). Loads and stores take a 1-D C-contiguous float32 array and an element
+index; the caller guarantees ``index + 16 <= size`` (kernels check shapes at bind time).
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+LANES = 16
+_F32 = ir.FloatType()
+_VEC = ir.VectorType(_F32, LANES)
+
+
+class F32x16(types.Type):
+    def __init__(self):
+        super().__init__(name="f32x16")
+
+
+f32x16 = F32x16()
+
+
+@register_model(F32x16)
+class _F32x16Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, _VEC)
+
+
+def _ptr(context, builder, arr_type, arr, idx):
+    ary = context.make_array(arr_type)(context, builder, arr)
+    base = builder.gep(ary.data, [idx])
+    return builder.bitcast(base, _VEC.as_pointer())
+
+
+@intrinsic
+def vload(typingctx, arr, idx):
+    """16 consecutive floats of ``arr`` starting at element ``idx``."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _ptr(context, builder, sig.args[0], args[0], args[1])
+        return builder.load(p, align=4)
+    return f32x16(arr, idx), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, idx, v):
+    """Store vector ``v`` into ``arr[idx:idx + 16]``."""
+    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and v == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        p = _ptr(context, builder, sig.args[0], args[0], args[1])
+        builder.store(args[2], p, align=4)
+        return context.get_dummy_value()
+    return types.none(arr, idx, v), codegen
+
+
+@intrinsic
+def vsplat(typingctx, x):
+    """A vector with every lane equal to the scalar ``x``."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, sig, args):
+        s = args[0] if sig.args[0] == types.float32 else builder.fptrunc(args[0], _F32)
+        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), s,
+                                   ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined),
+                                      ir.Constant(ir.VectorType(ir.IntType(32), LANES),
+                                                  [0] * LANES))
+    return f32x16(x), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """a * b + c, lane-wise, fused (one rounding)."""
+    if not (a == b == c == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
+                                            "llvm.fma.v16f32")
+        return builder.call(fn, args)
+    return f32x16(a, b, c), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    if not (a == b == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return f32x16(a, b), codegen
+
+
+@intrinsic
+def vmul(typingctx, a, b):
+    if not (a == b == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], args[1])
+    return f32x16(a, b), codegen
+
+
+@intrinsic
+def vrelu(typingctx, a):
+    """max(a, 0) lane-wise with NaN passed through (as torch.relu): select(a < 0, 0, a)."""
+    if a != f32x16:
+        return None
+
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(_VEC, [0.0] * LANES)
+        neg = builder.fcmp_ordered("<", args[0], zero)
+        return builder.select(neg, zero, args[0])
+    return f32x16(a), codegen
+
+
+@intrinsic
+def vleaky(typingctx, a, slope):
+    """select(a < 0, a * slope, a) lane-wise (NaN passes through)."""
+    if not (a == f32x16 and isinstance(slope, types.Float)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        s = args[1] if sig.args[1] == types.float32 else builder.fptrunc(args[1], _F32)
+        sv = builder.shuffle_vector(
+            builder.insert_element(ir.Constant(_VEC, ir.Undefined), s,
+                                   ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(_VEC, ir.Undefined),
+            ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        zero = ir.Constant(_VEC, [0.0] * LANES)
+        neg = builder.fcmp_ordered("<", args[0], zero)
+        return builder.select(neg, builder.fmul(args[0], sv), args[0])
+    return f32x16(a, slope), codegen

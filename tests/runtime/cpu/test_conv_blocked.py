@@ -1,0 +1,97 @@
+"""conv2d in NCHW16c (register-tiled, depthwise) and the layout transforms, vs torch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from runtime.cpu.layout import from_nchwc, to_nchwc
+from runtime.registry import get_kernel
+from tests.helpers import rel_err, rng, run_kernel
+
+ACTS = {"none": lambda t: t, "relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.1),
+        "tanh": torch.tanh}
+
+
+def blocked_case(n, c, h, w, o, k, s=1, p=0, d=1, g=1, act="relu", res=False, bias=True,
+                 seed=0):
+    r = rng(seed)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = r.standard_normal((o, c // g, k, k)).astype(np.float32)
+    b = r.standard_normal(o).astype(np.float32)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    ref = F.conv2d(t(x), t(wt), t(b) if bias else None, s, p, d, g)
+    ins = [to_nchwc(x), wt] + ([b] if bias else [])
+    if res:
+        rr = r.standard_normal(tuple(ref.shape)).astype(np.float32)
+        ref = ref + t(rr)
+        ins.append(to_nchwc(rr))
+    ref = ACTS[act](ref).numpy()
+    oh, ow = ref.shape[2:]
+    attrs = dict(out_channels=o, kernel_size=(k, k), stride=(s, s), padding=(p, p, p, p),
+                 dilation=(d, d), groups=g, bias=bias, activation=act, alpha=0.1, residual=res)
+    out = run_kernel("conv2d", ins, (n, -(-o // 16), oh, ow, 16), attrs, layout="NCHW16c")
+    return out, ref
+
+
+@pytest.mark.parametrize("case", [
+    dict(n=2, c=3, h=9, w=11, o=17, k=3, p=1),           # channels not a multiple of 16
+    dict(n=1, c=40, h=8, w=8, o=16, k=3, s=2, p=1, res=True, act="none"),
+    dict(n=2, c=17, h=10, w=13, o=33, k=5, p=2, d=2, act="tanh"),
+    dict(n=3, c=64, h=7, w=7, o=64, k=1, act="leaky_relu", bias=False),
+    dict(n=2, c=16, h=4, w=4, o=32, k=3, p=1),            # 4-pixel tile only
+    dict(n=2, c=16, h=6, w=21, o=16, k=3, p=1, res=True),  # 8 + 8 + 4 + 1 pixels per row
+    dict(n=1, c=3, h=32, w=32, o=64, k=7, s=2, p=3),      # ResNet stem
+    dict(n=2, c=16, h=12, w=12, o=16, k=3, p=1, g=16),    # depthwise
+    dict(n=2, c=20, h=9, w=9, o=20, k=3, s=2, p=1, g=20, res=True),  # depthwise, odd C
+])
+def test_blocked_conv(case):
+    out, ref = blocked_case(**case)
+    o = ref.shape[1]
+    assert rel_err(from_nchwc(out, o), ref) < 1e-5
+    if o % 16:  # padding channels of the last block stay exactly zero
+        assert (out[:, -1, :, :, o % 16:] == 0).all()
+
+
+def test_blocked_conv_rejects_unsupported_cases():
+    x, w = np.zeros((1, 1, 5, 5, 16), np.float32), np.zeros((8, 4, 3, 3), np.float32)
+    attrs = dict(out_channels=8, kernel_size=(3, 3), stride=(1, 1), padding=(0,) * 4,
+                 dilation=(1, 1), groups=2, bias=False, activation="none", alpha=0.0,
+                 residual=False)
+    with pytest.raises(NotImplementedError, match="groups=2"):
+        get_kernel("conv2d", "cpu", "NCHW16c")([x, w], [np.zeros((1, 1, 3, 3, 16),
+                                                                  np.float32)], attrs)
+    with pytest.raises(ValueError, match="sigmoid"):
+        get_kernel("conv2d", "cpu", "NCHW16c")([x, w], [np.zeros((1, 1, 3, 3, 16),
+                                                                  np.float32)],
+                                               dict(attrs, groups=1, activation="sigmoid"))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 16, 4, 4), (3, 33, 2, 3)])
+def test_layout_transform_round_trip(shape):
+    x = rng(1).standard_normal(shape).astype(np.float32)
+    b = run_kernel("layout_transform", [x], (shape[0], -(-shape[1] // 16), *shape[2:], 16),
+                   {"src": "NCHW", "dst": "NCHW16c"}, layout="NCHW16c")
+    np.testing.assert_array_equal(b, to_nchwc(x))
+    assert (b.reshape(-1)[np.isnan(b.reshape(-1))].size == 0)
+    back = run_kernel("layout_transform", [b], shape, {"src": "NCHW16c", "dst": "NCHW"},
+                      layout="NCHW16c")
+    np.testing.assert_array_equal(back, x)
+    np.testing.assert_array_equal(b[:, 0, :, :, 0], x[:, 0])
+
+
+@pytest.mark.parametrize("c", [16, 20])
+@pytest.mark.parametrize("act", ["none", "relu"])
+def test_blocked_batch_norm(c, act):
+    r = rng(c)
+    x = r.standard_normal((2, c, 5, 3)).astype(np.float32)
+    w, b, m = (r.standard_normal(c).astype(np.float32) for _ in range(3))
+    v = r.uniform(0.5, 2, c).astype(np.float32)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    ref = ACTS[act](F.batch_norm(t(x), t(m), t(v), t(w), t(b), False, eps=1e-5)).numpy()
+    out = run_kernel("batch_norm", [to_nchwc(x), w, b, m, v], (2, -(-c // 16), 5, 3, 16),
+                     dict(eps=1e-5, momentum=0.1, activation=act, alpha=0.0), layout="NCHW16c")
+    assert rel_err(from_nchwc(out, c), ref) < 1e-6
+    if c % 16:
+        assert (out[:, -1, :, :, c % 16:] == 0).all()
