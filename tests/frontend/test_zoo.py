@@ -43,11 +43,19 @@ def test_blocks_match_torch(block, batch):
 
 
 def test_resnet18_fuses_to_one_kernel_per_conv():
-    m = cnncomp.compile(zoo.resnet18_cifar())
+    m = cnncomp.compile(zoo.resnet18_cifar(), layout="NCHW")
     convs = [k for k in m.kernels if k.op == "conv2d"]
     assert len(convs) == 20 and len(m.kernels) == 22  # + global pool + classifier
     assert sum(k.ops == ("conv2d", "batch_norm", "add", "relu") for k in convs) == 8
     assert all("batch_norm" in k.ops for k in convs)
+
+
+def test_resnet18_auto_layout_converts_once_at_each_edge():
+    m = cnncomp.compile(zoo.resnet18_cifar())
+    kinds = [(k.op, k.layout) for k in m.kernels]
+    assert kinds.count(("layout_transform", "NCHW16c")) == 2
+    assert all(layout == "NCHW16c" for op, layout in kinds if op == "conv2d")
+    assert kinds[0][0] == "layout_transform" and kinds[-3][0] == "layout_transform"
 
 
 def test_unknown_builtin():
