@@ -26,3 +26,6 @@ test: $(VENV)/.test
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+bench: $(VENV)/.test
+	$(BIN)/python benchmarks/fusion_layout_memory.py

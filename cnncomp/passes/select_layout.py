@@ -27,10 +27,16 @@ BLOCK = 16
 _ZERO_SAFE_ACTS = ("none", "relu", "leaky_relu", "tanh")
 _FLAT_OPS = {Op.RELU, Op.LEAKY_RELU, Op.TANH, Op.DROPOUT, Op.ADD}
 
-# Cost model, calibrated on the 2-core Zen 4 development machine by
-# benchmarks/conv_kernels.py (conv GFLOP/s per layout) and a copy bandwidth probe.
-GFLOPS = {"NCHW": 10.0, BLOCKED: 60.0}
+# Cost model, calibrated on the 2-core Zen 4 development machine: NCHW convs (im2col +
+# BLAS) ran 42-54 GFLOP/s and the NCHW16c kernel 130-180 GFLOP/s on ResNet-18's layers
+# at batch 32 (benchmarks/results/conv_kernels.md); a layout transform moved ~4 GB/s.
+# The blocked kernel also computes the padding channels, which the model charges for.
+GFLOPS = {"NCHW": 45.0, BLOCKED: 150.0}
 TRANSFORM_GBPS = 4.0
+
+
+def _padded(c: int) -> int:
+    return -(-c // BLOCK) * BLOCK
 
 
 def _blocked_kernels(target: str) -> set[str]:
@@ -45,6 +51,12 @@ def can_block(g: Graph, n: Node, kernels: set[str]) -> bool:
         return False
     if n.op in _FLAT_OPS:
         return True
+    if n.op is Op.CONCAT:  # whole blocks only: every input a multiple of 16 channels
+        return (n.attrs.axis == 1 and "concat" in kernels
+                and all(g.values[i].shape[1] % BLOCK == 0 for i in n.inputs))
+    if n.op is Op.CONCAT:  # whole blocks only: every input a multiple of 16 channels
+        return (n.attrs.axis == 1 and "concat" in kernels
+                and all(g.values[i].shape[1] % BLOCK == 0 for i in n.inputs))
     if n.op is Op.CONV2D:
         c = g.values[n.inputs[0]].shape[1]
         ok_groups = n.attrs.groups == 1 or n.attrs.groups == c == n.attrs.out_channels
@@ -75,7 +87,10 @@ def _regions(g: Graph, eligible: set[str]) -> list[set[str]]:
 
 
 def _value_bytes(v: Value) -> int:
-    return 4 * math.prod(1 if d is None else d for d in v.shape)
+    """Bytes per sample of a value in NCHW plus its blocked copy (padded channels)."""
+    dims = [1 if d is None else d for d in v.shape]
+    blocked = dims[:1] + [_padded(dims[1])] + dims[2:] if len(dims) == 4 else dims
+    return 2 * math.prod(dims) + 2 * math.prod(blocked)
 
 
 def region_gain(g: Graph, region: set[str]) -> float:
@@ -90,7 +105,11 @@ def region_gain(g: Graph, region: set[str]) -> float:
                 flops = op_def(n.op).flops(n.attrs, [tuple(1 if d is None else d for d in s)
                                                      for s in xs],
                                            tuple(1 if d is None else d for d in out))
-                gain += flops / 1e9 * (1 / GFLOPS["NCHW"] - 1 / GFLOPS[BLOCKED])
+                c, o = xs[0][1], out[1]
+                waste = _padded(o) / o
+                if n.attrs.groups == 1:
+                    waste *= _padded(c) / c
+                gain += flops / 1e9 * (1 / GFLOPS["NCHW"] - waste / GFLOPS[BLOCKED])
             for i in n.inputs:
                 p = g.producer(i)
                 if g.values[i].kind != PARAM and (p is None or p.name not in region):
@@ -104,7 +123,7 @@ def region_gain(g: Graph, region: set[str]) -> float:
         p = g.producer(o)
         if p is not None and p.name in region:
             boundary.add(o)
-    cost = sum(_value_bytes(g.values[v]) * 2 for v in boundary) / (TRANSFORM_GBPS * 1e9)
+    cost = sum(_value_bytes(g.values[v]) for v in boundary) / (TRANSFORM_GBPS * 1e9)
     return gain - cost
 
 

@@ -66,3 +66,58 @@ def bind_layout_transform(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     if (src, dst) == ("NCHW16c", "NCHW"):
         return lambda: _from_blocked(x, out)
     raise ValueError(f"layout_transform: no conversion from {src} to {dst}")
+
+
+@numba.njit(cache=True, parallel=True)
+def _max_pool_blocked(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
+    # x: (N, Cb, H, W, 16) -> out: (N, Cb, OH, OW, 16); 16 channels per vector
+    n_img, cb_n, h, w, _ = x.shape
+    _, _, oh_n, ow_n, _ = out.shape
+    for t in prange(n_img * cb_n * oh_n):
+        n = t // (cb_n * oh_n)
+        cb = (t // oh_n) % cb_n
+        i = t % oh_n
+        m = np.empty(B, np.float32)
+        for j in range(ow_n):
+            m[:] = -np.inf
+            for a in range(kh):
+                y = i * sh - pt + a * dh
+                if y < 0 or y >= h:
+                    continue
+                for b in range(kw):
+                    z = j * sw - pl + b * dw
+                    if z < 0 or z >= w:
+                        continue
+                    for k in range(B):
+                        v = x[n, cb, y, z, k]
+                        if v > m[k] or v != v:  # NaN wins, as in PyTorch
+                            m[k] = v
+            for k in range(B):
+                out[n, cb, i, j, k] = m[k]
+
+
+@register_kernel("max_pool2d", "cpu", "NCHW16c")
+def bind_max_pool_blocked(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                          attrs: Mapping):
+    """Max pooling on NCHW16c (padding channels: max of zeros stays zero)."""
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
+    pt, pl = attrs["padding"][:2]
+    x, out = ins[0], outs[0]
+    return lambda: _max_pool_blocked(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
+@register_kernel("concat", "cpu", "NCHW16c")
+def bind_concat_blocked(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                        attrs: Mapping):
+    """Channel concat of NCHW16c tensors whose channel counts are multiples of 16."""
+    if int(attrs["axis"]) != 1:
+        raise ValueError("concat NCHW16c: only the channel axis is supported")
+    out = outs[0]
+    starts = np.cumsum([0] + [a.shape[1] for a in ins])
+    if starts[-1] != out.shape[1]:
+        raise ValueError("concat NCHW16c: every input needs a multiple of 16 channels")
+
+    def run():
+        for a, s0 in zip(ins, starts):
+            out[:, s0:s0 + a.shape[1]] = a
+    return run

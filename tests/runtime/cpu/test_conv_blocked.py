@@ -95,3 +95,26 @@ def test_blocked_batch_norm(c, act):
     assert rel_err(from_nchwc(out, c), ref) < 1e-6
     if c % 16:
         assert (out[:, -1, :, :, c % 16:] == 0).all()
+
+
+@pytest.mark.parametrize("k,s,p,d", [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 2)])
+def test_blocked_max_pool(k, s, p, d):
+    x = rng(k).standard_normal((2, 20, 9, 8)).astype(np.float32)
+    x[0, 3, 2, 2] = np.nan
+    ref = F.max_pool2d(torch.tensor(x, dtype=torch.float64), k, s, p, dilation=d).numpy()
+    attrs = dict(kernel_size=(k, k), stride=(s, s), padding=(p,) * 4, dilation=(d, d),
+                 ceil_mode=False)
+    out = run_kernel("max_pool2d", [to_nchwc(x)], (2, 2, *ref.shape[2:], 16), attrs,
+                     layout="NCHW16c")
+    got = from_nchwc(out, 20)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(got[~np.isnan(got)], ref[~np.isnan(ref)])
+    assert (out[:, -1, :, :, 4:] == 0).all()
+
+
+def test_blocked_concat():
+    xs = [rng(i).standard_normal((2, c, 3, 4)).astype(np.float32) for i, c in
+          enumerate([16, 32, 16])]
+    out = run_kernel("concat", [to_nchwc(x) for x in xs], (2, 4, 3, 4, 16), {"axis": 1},
+                     layout="NCHW16c")
+    np.testing.assert_array_equal(from_nchwc(out, 64), np.concatenate(xs, axis=1))
