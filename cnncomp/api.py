@@ -1,6 +1,7 @@
 """``compile()`` and ``load()``: the two entry points."""
 from __future__ import annotations
 
+import os
 from typing import Any, Iterable
 
 from .compiled import CompileOptions, CompiledModel
@@ -43,6 +44,8 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
     if target == "cuda":
         raise CnnCompError("target='cuda' is not available yet in this build of cnncomp; "
                            "use target='cpu'")
+    # CNNCOMP_VERIFY=1 turns verification on for every compile (the test suite sets it)
+    verify = verify or os.environ.get("CNNCOMP_VERIFY") == "1"
     source = _as_graph(net)
     disable = tuple(disable)
     names = default_pipeline(fuse=fuse, training=training, opt_level=opt_level,

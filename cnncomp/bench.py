@@ -81,8 +81,12 @@ def run_bench(net: Any, batch: int = 8, repeat: int = 10, target: str = "cpu",
     for _ in range(warmup):
         for v in built:
             v.model(x)
+    # OpenBLAS threads busy-wait after a GEMM: a model timed right after a BLAS-heavy one
+    # (the NCHW path) ran ~30% slower. So each timed call follows an untimed call of the
+    # same model, which absorbs what the previous variant left running.
     for _ in tqdm(range(repeat), desc="timing", disable=not progress, leave=False):
         for v in built:
+            v.model(x)
             t0 = time.perf_counter()
             v.model(x)
             v.times.append(time.perf_counter() - t0)

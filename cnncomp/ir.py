@@ -238,7 +238,7 @@ class Graph:
         res = {}
         for n in self.nodes:
             d = OP_DEFS[n.op]
-            xs = [self.values[i].concrete_shape(batch) for i in _activation_inputs(self, n)]
+            xs = [self.values[i].concrete_shape(batch) for i in activation_inputs(n)]
             res[n.name] = int(d.flops(n.attrs, xs, self.values[n.outputs[0]]
                                       .concrete_shape(batch)))
         return res
@@ -261,15 +261,22 @@ def _attrs_text(attrs: Any) -> str:
     return "[" + ", ".join(parts) + "]" if parts else ""
 
 
-def _activation_inputs(g: Graph, n: Node) -> list[str]:
-    """Inputs that are activations (not params), including a fused residual."""
-    return [i for i in n.inputs if g.values[i].kind != PARAM]
+def activation_inputs(n: Node) -> list[str]:
+    """A node's data inputs by position: the op's first ``arity`` inputs (all of them for
+    variadic ops), plus a fused residual (the last input); the rest are parameters."""
+    d = OP_DEFS[n.op]
+    if d.arity is None:
+        return list(n.inputs)
+    acts = list(n.inputs[:d.arity])
+    if getattr(n.attrs, "residual", False):
+        acts.append(n.inputs[-1])
+    return acts
 
 
 def infer_node_shape(g: Graph, n: Node) -> tuple:
     """Run the op's shape rule on a node's activation inputs (residual included)."""
     d = op_def(n.op)
-    xs = [g.values[i].shape for i in _activation_inputs(g, n)]
+    xs = [g.values[i].shape for i in activation_inputs(n)]
     try:
         return tuple(d.infer(n.attrs, xs))
     except ShapeError as e:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from runtime.program import Buffer, Program, Step
 from runtime.registry import KernelKey
 
-from .ir import PARAM, Graph, Node
+from .ir import PARAM, Graph, Node, activation_inputs
 from .ops import OP_DEFS, FusionClass, Op, attrs_to_dict, op_def
 from .passes.select_layout import physical_shape
 from .passes.plan_memory import (Interval, arena_size, check_plan, lower_bound, plan_greedy_by_size,
@@ -68,7 +68,7 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
         if is_view(n, g):
             parent[n.outputs[0]] = n.inputs[0]
             continue
-        xs = [g.values[i].concrete_shape(batch) for i in n.inputs if g.values[i].kind != PARAM]
+        xs = [g.values[i].concrete_shape(batch) for i in activation_inputs(n)]
         out_shape = g.values[n.outputs[0]].concrete_shape(batch)
         flops = op_def(n.op).flops(n.attrs, xs, out_shape)
         key = KernelKey(n.op.value, target, _kernel_layout(n, g))

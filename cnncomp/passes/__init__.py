@@ -159,13 +159,8 @@ class PassManager:
 
 
 def _load_builtin_passes() -> None:
-    from . import eliminate_dead_code, plan_memory  # noqa: F401  (register on import)
-    for optional in ("fold_constants", "fold_batch_norm", "fuse_epilogues", "select_layout"):
-        try:
-            __import__(f"{__name__}.{optional}")
-        except ModuleNotFoundError as e:
-            if e.name != f"{__name__}.{optional}":
-                raise
+    from . import (eliminate_dead_code, fold_batch_norm, fold_constants,  # noqa: F401
+                   fuse_epilogues, plan_memory, select_layout)  # (register on import)
 
 
 def default_pipeline(*, fuse: bool = True, training: bool = False, opt_level: int = 2,

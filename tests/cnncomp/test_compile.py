@@ -234,3 +234,14 @@ def test_failed_save_keeps_the_old_file(tmp_path, lenet_models, monkeypatch):
         model.save(path)
     assert open(path, "rb").read() == before
     assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp")] == []
+
+
+def test_memory_report_by_hand():
+    # x (2,16) -> linear (2,8) -> relu (in place) -> linear (2,4); buffers align to 64 bytes
+    net = fe.Sequential(fe.Linear(8), fe.ReLU(), fe.Linear(4), input_shape=(16,))
+    m = cnncomp.compile(net, layout="NCHW", fuse=False)  # unfused: the ReLU runs in place
+    r = m.memory_report(batch=2)
+    assert r["naive_bytes"] == 128 + 64 + 64 + 64      # one buffer per tensor
+    assert r["lower_bound_bytes"] == 128 + 64           # x and the first linear's output
+    assert r["planned_bytes"] == 192                    # the last output reuses x's bytes
+    assert r["weights_bytes"] == 4 * (16 * 8 + 8 + 8 * 4 + 4)

@@ -192,3 +192,23 @@ def test_fused_equals_unfused(build, batch):
     x = np.random.default_rng(batch).standard_normal(
         (batch, *net.input_shape)).astype(np.float32)
     assert rel_err(fused(x), plain(x)) < 1e-5
+
+
+def test_fold_constants_evaluates_constant_subgraphs():
+    from cnncomp.ir import PARAM, Meta, Node, Value
+    from cnncomp.ops import NoAttrs, Op
+    from cnncomp.passes.fold_constants import fold_constants
+    p = np.array([[-1.0, 2.0, -3.0, 4.0]], np.float32)
+    values = {"p": Value("p", (1, 4), kind=PARAM, layout=""),
+              "r1": Value("r1", (1, 4), layout="NC"), "out": Value("out", (1, 4), layout="NC")}
+    nodes = [Node("n1", Op.RELU, ("p",), ("r1",), NoAttrs(), Meta()),
+             Node("n2", Op.TANH, ("r1",), ("out",), NoAttrs(), Meta())]
+    g = Graph("consts", nodes, values, [], ["out"], {"p": p})
+    g.verify()
+    f = fold_constants(g, CTX)
+    f.verify()
+    assert [n.name for n in f.nodes] == ["n2"]  # the output node is kept
+    np.testing.assert_array_equal(f.constants["r1"], np.maximum(p, 0))
+    assert fold_constants(fe.Sequential(fe.ReLU(), input_shape=(3,)).graph, CTX) is not None
+    assert "fold_constants" in default_pipeline()
+    assert "fold_constants" not in default_pipeline(disable=["fold_constants"])
