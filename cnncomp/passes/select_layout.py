@@ -54,9 +54,6 @@ def can_block(g: Graph, n: Node, kernels: set[str]) -> bool:
     if n.op is Op.CONCAT:  # whole blocks only: every input a multiple of 16 channels
         return (n.attrs.axis == 1 and "concat" in kernels
                 and all(g.values[i].shape[1] % BLOCK == 0 for i in n.inputs))
-    if n.op is Op.CONCAT:  # whole blocks only: every input a multiple of 16 channels
-        return (n.attrs.axis == 1 and "concat" in kernels
-                and all(g.values[i].shape[1] % BLOCK == 0 for i in n.inputs))
     if n.op is Op.CONV2D:
         c = g.values[n.inputs[0]].shape[1]
         ok_groups = n.attrs.groups == 1 or n.attrs.groups == c == n.attrs.out_channels
