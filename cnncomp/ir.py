@@ -200,10 +200,11 @@ class Graph:
         """Dataflow graph: one vertex per node and per graph input, edges along values."""
         g = nx.DiGraph(name=self.name)
         for i in self.inputs:
-            g.add_node(i, kind="input", label=f"{i}\n{self.values[i]}")
+            g.add_node(i, kind="input", label=f"{i}\n{self.values[i]} {self.values[i].layout}")
         for n in self.nodes:
             g.add_node(n.name, kind="node", op=n.op.value, ops=n.ops,
-                       label=f"{n.name}\n{'+'.join(n.ops)}\n{self.values[n.outputs[0]]}")
+                       label=f"{n.name}\n{'+'.join(n.ops)}\n{self.values[n.outputs[0]]} "
+                             f"{self.values[n.outputs[0]].layout}")
         for n in self.nodes:
             for i in n.inputs:
                 src = self._producer.get(i)

@@ -124,10 +124,10 @@ def region_gain(g: Graph, region: set[str]) -> float:
     return gain - cost
 
 
-def _transform(out: str, src_value: str, src: str, dst: str,
+def _transform(name: str, out: str, src_value: str, src: str, dst: str,
                layers: tuple[str, ...] = ()) -> Node:
-    """A conversion node writing value ``out``; node names get a suffix to stay unique."""
-    return Node(f"{out}__to_{dst}", Op.LAYOUT_TRANSFORM, (src_value,), (out,),
+    """A conversion node ``name`` writing value ``out`` from ``src_value``."""
+    return Node(name, Op.LAYOUT_TRANSFORM, (src_value,), (out,),
                 LayoutTransformAttrs(src, dst), Meta(ops=("layout_transform",), layers=layers))
 
 
@@ -145,10 +145,10 @@ def assign_layouts(g: Graph, blocked: set[str]) -> Graph:
         key = (v, want)
         if key not in converted:
             name = f"{v}__{want}"
-            while name in values or name in node_names:
+            while name in values or name in node_names or f"{v}__to_{want}" in node_names:
                 name += "_"
             values[name] = Value(name, values[v].shape, values[v].dtype, want)
-            nodes.append(_transform(name, v, layout_of[v], want, (user,)))
+            nodes.append(_transform(f"{v}__to_{want}", name, v, layout_of[v], want, (user,)))
             layout_of[name] = want
             converted[key] = name
         return converted[key]
@@ -173,7 +173,7 @@ def assign_layouts(g: Graph, blocked: set[str]) -> Graph:
             outs.append(o)
         nodes.append(n.replace(inputs=ins, outputs=tuple(outs)))
         for o, inner in to_nchw:
-            nodes.append(_transform(o, inner, BLOCKED, "NCHW", (n.name,)))
+            nodes.append(_transform(f"{o}__to_NCHW", o, inner, BLOCKED, "NCHW", (n.name,)))
             layout_of[o] = "NCHW"
     return g.replace(nodes=nodes, values=values)
 
