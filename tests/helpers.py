@@ -35,3 +35,13 @@ def run_kernel(op: str, ins: Sequence[np.ndarray], out_shape: Sequence[int],
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def lenet():
+    """LeNet-5 with unnamed ReLU/pool/linear layers, so tests see the automatic names."""
+    import frontend as fe
+    return fe.Sequential(
+        fe.Conv2d(6, 5, padding=2, name="c1"), fe.ReLU(), fe.MaxPool2d(2),
+        fe.Conv2d(16, 5, name="c2"), fe.ReLU(), fe.MaxPool2d(2),
+        fe.Flatten(), fe.Linear(120), fe.ReLU(), fe.Linear(84), fe.ReLU(), fe.Linear(10),
+        input_shape=(1, 28, 28), name="lenet5")

@@ -10,16 +10,8 @@ import pytest
 import cnncomp
 import frontend as fe
 from cnncomp.errors import FormatError, InputError, NonFiniteError
-from tests.helpers import rel_err
+from tests.helpers import lenet, rel_err
 from tests.torch_reference import torch_forward
-
-
-def lenet():
-    return fe.Sequential(
-        fe.Conv2d(6, 5, padding=2, name="c1"), fe.ReLU(), fe.MaxPool2d(2),
-        fe.Conv2d(16, 5, name="c2"), fe.ReLU(), fe.MaxPool2d(2),
-        fe.Flatten(), fe.Linear(120), fe.ReLU(), fe.Linear(84), fe.ReLU(), fe.Linear(10),
-        input_shape=(1, 28, 28), name="lenet5")
 
 
 @pytest.fixture(scope="module")
