@@ -47,8 +47,8 @@ def show(title: str, net, x: np.ndarray, batch: int, repeat: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--batch", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="smaller batch and fewer repeats")
     a = ap.parse_args()
     batch, repeat = (4, 3) if a.quick else (a.batch, a.repeat)
@@ -64,6 +64,9 @@ def main() -> None:
     zoo.randomize_bn_stats(resnet, seed=0)
     xr = np.random.default_rng(0).standard_normal((batch, 3, 32, 32)).astype(np.float32)
     show("CIFAR ResNet-18 (3x32x32)", resnet, xr, batch, repeat)
+    print("\nRows ran interleaved in one process (medians); this VM-class machine is noisy, "
+          "so compare\nratios within a table. Committed measurements: "
+          "benchmarks/results/fusion_layout.md")
 
 
 if __name__ == "__main__":
