@@ -10,7 +10,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.core: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e ".[data]"
+	$(BIN)/python -m pip install -q -e ".[data,plot]"
 	@touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python

@@ -117,7 +117,11 @@ def format_table(rows: list[dict], title: str = "") -> str:
 
 def plot_rows(rows: list[dict], path: str, title: str = "") -> None:
     """Bar chart of median time per variant, annotated with the speedup over unfused."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'cnncomp[plot]' "
+                         "(or pip install matplotlib)") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(7, 0.6 * len(rows) + 1.5))
