@@ -7,7 +7,7 @@ and steady-state calls allocate nothing but the returned arrays.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
 import numpy as np
@@ -47,7 +47,6 @@ class CompileOptions:
     check_finite: bool = False
     passes: tuple[str, ...] = ()
     verify: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {"target": self.target, "fuse": self.fuse, "opt_level": self.opt_level,

@@ -46,13 +46,12 @@ def _kernel_layout(n: Node, g: Graph) -> str:
     return "NCHW" if layout in ("NCHW", "NC", "") else layout
 
 
-def is_view(node: Node, g: Graph, training: bool = False) -> bool:
-    """Does this node only relabel its input's bytes (no data movement)?"""
+def is_view(node: Node, g: Graph) -> bool:
+    """Does this node only relabel its input's bytes (no data movement)? Flatten of an
+    NCHW tensor, and Dropout, which is the identity in these inference programs."""
     if node.op is Op.FLATTEN:
         return g.values[node.inputs[0]].layout in ("NCHW", "NC")
-    if node.op is Op.DROPOUT:
-        return not training
-    return False
+    return node.op is Op.DROPOUT
 
 
 def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,

@@ -13,9 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from . import register_lowering_pass
+from runtime.program import ALIGN
 
-ALIGN = 64
+from . import register_lowering_pass
 
 register_lowering_pass("plan_memory", "pack activation buffers into one arena by live range",
                        provides=("memory_plan",))
