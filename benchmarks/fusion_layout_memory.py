@@ -62,7 +62,7 @@ def main() -> None:
     nets = NETS[:1] if a.quick else NETS
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=HERE).stdout.strip()
-    head = [f"# Fusion, layout and memory: cnncomp vs its own unfused baseline", "",
+    head = ["# Fusion, layout and memory: cnncomp vs its own unfused baseline", "",
             f"Machine: {machine()}  ", f"Commit: {commit}, {time.strftime('%Y-%m-%d')}  ",
             f"Command: `.venv/bin/python benchmarks/fusion_layout_memory.py --repeat "
             f"{a.repeat}`  ",

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Mapping, Optional, Sequence, Union
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 
-from cnncomp import ir
 from cnncomp.errors import ParameterError, fmt_shape
 from cnncomp.ir import INPUT, PARAM, Graph, Meta, Node, Value
 from .layers import Input, Layer, SymbolicTensor

@@ -10,7 +10,7 @@ import cnncomp
 import frontend as fe
 from cnncomp.errors import GraphError
 from cnncomp.ir import Graph
-from cnncomp.passes import (PASSES, DumpInstrument, PassContext, PassManager, VerifyInstrument,
+from cnncomp.passes import (PASSES, PassContext, PassManager, VerifyInstrument,
                             default_pipeline, graph_pass)
 from cnncomp.passes.eliminate_dead_code import eliminate_dead_code
 from cnncomp.passes.fold_batch_norm import fold_batch_norm
