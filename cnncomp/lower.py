@@ -100,10 +100,7 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
         _alias_in_place(g, steps, parent, find, last_read, size)
 
     owners = [v for v in activations if v.name not in parent]
-    group_end = {v.name: -1 for v in owners}
-    for v in activations:
-        r = find(v.name)
-        group_end[r] = max(group_end[r], last_read[v.name])
+    group_end = _group_ends(last_read, find)
     start = {v.name: -1 for v in owners if v.name in g.inputs}
     for t, s in enumerate(steps):
         for o in s.outputs:
@@ -126,6 +123,15 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
     return program, memory
 
 
+def _group_ends(last_read: dict[str, int], find) -> dict[str, int]:
+    """For each buffer owner: the last step reading any value that shares its bytes."""
+    ends: dict[str, int] = {}
+    for v, t in last_read.items():
+        r = find(v)
+        ends[r] = max(ends.get(r, -1), t)
+    return ends
+
+
 def _alias_in_place(g: Graph, steps: list[Step], parent: dict[str, str], find,
                     last_read: dict[str, int], size: dict[str, int]) -> None:
     """Let elementwise kernels overwrite an input that no later kernel reads.
@@ -134,11 +140,7 @@ def _alias_in_place(g: Graph, steps: list[Step], parent: dict[str, str], find,
     Graph inputs are never overwritten; the group of values sharing the bytes must have
     no reader after this step.
     """
-    group_end: dict[str, int] = {}
-    for v in g.values.values():
-        if v.kind != PARAM:
-            r = find(v.name)
-            group_end[r] = max(group_end.get(r, -1), last_read[v.name])
+    group_end = _group_ends(last_read, find)
     for t, s in enumerate(steps):
         op = Op(s.key.op)
         if OP_DEFS[op].fusion is not FusionClass.ELEMENTWISE:

@@ -30,6 +30,15 @@ def _as_list(t: Tensors, what: str) -> list[SymbolicTensor]:
     return items
 
 
+def _next_free(prefix: str, taken, counters: Counter) -> str:
+    """The next automatic name ``{prefix}_{n}`` (n counted per prefix) not yet taken."""
+    while True:
+        counters[prefix] += 1
+        nm = f"{prefix}_{counters[prefix]}"
+        if nm not in taken:
+            return nm
+
+
 def _trace(outputs: list[SymbolicTensor]) -> list[SymbolicTensor]:
     """Every tensor the outputs depend on, in creation (hence topological) order."""
     seen: dict[int, SymbolicTensor] = {}
@@ -89,21 +98,12 @@ class Model:
         counters: Counter = Counter()
         unnamed_inputs = [t for t in ins if not t.input_name]
         for t in unnamed_inputs:
-            base = "input" if len(unnamed_inputs) == 1 else None
-            nm = base
-            while nm is None or nm in taken:
-                counters["input"] += 1
-                nm = f"input_{counters['input']}"
-            claim(t, nm, "an unnamed Input")
+            alone = len(unnamed_inputs) == 1 and "input" not in taken
+            claim(t, "input" if alone else _next_free("input", taken, counters),
+                  "an unnamed Input")
         for t in tensors:
-            if t.is_input or t.layer.name:
-                continue
-            prefix = t.layer.op.value
-            nm = None
-            while nm is None or nm in taken:
-                counters[prefix] += 1
-                nm = f"{prefix}_{counters[prefix]}"
-            claim(t, nm, t.layer.label())
+            if not t.is_input and not t.layer.name:
+                claim(t, _next_free(t.layer.op.value, taken, counters), t.layer.label())
         return names
 
     @staticmethod
@@ -251,14 +251,9 @@ class Sequential(Model):
         taken = {input_name} | {layer.name for layer in layers if layer.name}
         counters: Counter = Counter()
         for layer in layers:
-            if layer.name:
-                continue
-            nm = None
-            while nm is None or nm in taken:
-                counters[layer.op.value] += 1
-                nm = f"{layer.op.value}_{counters[layer.op.value]}"
-            taken.add(nm)
-            layer._auto_name = nm
+            if not layer.name:
+                layer._auto_name = _next_free(layer.op.value, taken, counters)
+                taken.add(layer._auto_name)
 
 
 def _layout(shape: tuple) -> str:

@@ -85,7 +85,7 @@ def _regions(g: Graph, eligible: set[str]) -> list[set[str]]:
 
 def _value_bytes(v: Value) -> int:
     """Bytes per sample of a value in NCHW plus its blocked copy (padded channels)."""
-    dims = [1 if d is None else d for d in v.shape]
+    dims = list(v.concrete_shape(1))
     blocked = dims[:1] + [_padded(dims[1])] + dims[2:] if len(dims) == 4 else dims
     return 2 * math.prod(dims) + 2 * math.prod(blocked)
 
@@ -97,12 +97,10 @@ def region_gain(g: Graph, region: set[str]) -> float:
     for n in g.nodes:
         if n.name in region:
             if n.op is Op.CONV2D:
-                xs = [g.values[n.inputs[0]].shape]
-                out = g.values[n.outputs[0]].shape
-                flops = op_def(n.op).flops(n.attrs, [tuple(1 if d is None else d for d in s)
-                                                     for s in xs],
-                                           tuple(1 if d is None else d for d in out))
-                c, o = xs[0][1], out[1]
+                x = g.values[n.inputs[0]].concrete_shape(1)
+                out = g.values[n.outputs[0]].concrete_shape(1)
+                flops = op_def(n.op).flops(n.attrs, [x], out)
+                c, o = x[1], out[1]
                 waste = _padded(o) / o
                 if n.attrs.groups == 1:
                     waste *= _padded(c) / c

@@ -34,6 +34,15 @@ class _F32x16Model(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VEC)
 
 
+def _splat(builder, value, value_type):
+    """LLVM IR broadcasting a float scalar (cast to float32) into all 16 lanes."""
+    s = value if value_type == types.float32 else builder.fptrunc(value, _F32)
+    v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), s,
+                               ir.Constant(ir.IntType(32), 0))
+    return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+
 def _ptr(context, builder, arr_type, arr, idx):
     ary = context.make_array(arr_type)(context, builder, arr)
     base = builder.gep(ary.data, [idx])
@@ -72,12 +81,7 @@ def vsplat(typingctx, x):
         return None
 
     def codegen(context, builder, sig, args):
-        s = args[0] if sig.args[0] == types.float32 else builder.fptrunc(args[0], _F32)
-        v = builder.insert_element(ir.Constant(_VEC, ir.Undefined), s,
-                                   ir.Constant(ir.IntType(32), 0))
-        return builder.shuffle_vector(v, ir.Constant(_VEC, ir.Undefined),
-                                      ir.Constant(ir.VectorType(ir.IntType(32), LANES),
-                                                  [0] * LANES))
+        return _splat(builder, args[0], sig.args[0])
     return f32x16(x), codegen
 
 
@@ -134,12 +138,7 @@ def vleaky(typingctx, a, slope):
         return None
 
     def codegen(context, builder, sig, args):
-        s = args[1] if sig.args[1] == types.float32 else builder.fptrunc(args[1], _F32)
-        sv = builder.shuffle_vector(
-            builder.insert_element(ir.Constant(_VEC, ir.Undefined), s,
-                                   ir.Constant(ir.IntType(32), 0)),
-            ir.Constant(_VEC, ir.Undefined),
-            ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+        sv = _splat(builder, args[1], sig.args[1])
         zero = ir.Constant(_VEC, [0.0] * LANES)
         neg = builder.fcmp_ordered("<", args[0], zero)
         return builder.select(neg, builder.fmul(args[0], sv), args[0])
