@@ -7,15 +7,17 @@
 """
 from __future__ import annotations
 
+from . import optim
 from .api import compile, load
 from .compiled import CompiledModel, KernelInfo
 from .errors import (CnnCompError, FormatError, GraphError, InputError, NonFiniteError,
                      ParameterError, ShapeError)
 from .ir import Graph, Node, Value
 from .ops import Op
+from .trainer import Trainer, load_trainer
 
 __version__ = "0.1.0"
 
 __all__ = ["CnnCompError", "CompiledModel", "FormatError", "Graph", "GraphError", "InputError",
-           "KernelInfo", "Node", "NonFiniteError", "Op", "ParameterError", "ShapeError", "Value",
-           "compile", "load"]
+           "KernelInfo", "Node", "NonFiniteError", "Op", "ParameterError", "ShapeError", "Trainer",
+           "Value", "compile", "load", "load_trainer", "optim"]

@@ -26,8 +26,12 @@ def _as_graph(net: Any) -> Graph:
 def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool = False,
             opt_level: int = 2, layout: str = "auto", disable: Iterable[str] = (),
             check_finite: bool = False, dump_dir: str | None = None, verify: bool = False,
-            **kwargs: Any) -> CompiledModel:
+            **kwargs: Any) -> Any:
     """Optimize ``net`` and lower it for ``target``; returns a callable CompiledModel.
+
+    training=True (with ``loss="cross_entropy"`` and ``optimizer=cnncomp.optim.SGD(...)``)
+    returns a ``Trainer`` instead: the graph gains the loss, the backward pass made by the
+    ``differentiate`` pass and the optimizer updates, then goes through the same passes.
 
     fuse=False gives the unfused baseline (no BN folding, no fusion); ``disable`` turns
     off passes by name; ``dump_dir`` writes the graph after each pass (text and DOT);
@@ -37,10 +41,19 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
         raise ValueError(f"unknown target {target!r}; known targets: {', '.join(TARGETS)}")
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if training:
-        raise CnnCompError("training=True is not available yet in this build of cnncomp")
+    loss = kwargs.pop("loss", None)
+    optimizer = kwargs.pop("optimizer", None)
     if kwargs:
         raise TypeError(f"compile() got unexpected arguments {sorted(kwargs)}")
+    if training:
+        from .optim import SGD, Optimizer
+        optimizer = SGD(lr=0.01) if optimizer is None else optimizer
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer must be a cnncomp.optim optimizer (SGD, Adam, "
+                            f"Adagrad), got {type(optimizer).__name__}")
+        loss = loss or "cross_entropy"
+    elif loss is not None or optimizer is not None:
+        raise TypeError("loss= and optimizer= need training=True")
     if target == "cuda":
         raise CnnCompError("target='cuda' is not available yet in this build of cnncomp; "
                            "use target='cpu'")
@@ -53,11 +66,15 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
     instruments = [VerifyInstrument()] if verify else []
     if dump_dir:
         instruments.append(DumpInstrument(dump_dir))
-    ctx = PassContext(target=target, training=training, opt_level=opt_level, layout=layout)
+    ctx = PassContext(target=target, training=training, opt_level=opt_level, layout=layout,
+                      loss=loss or "cross_entropy", optimizer=optimizer)
     graph, records = PassManager(names, ctx, instruments).run(source)
     options = CompileOptions(target=target, fuse=fuse, opt_level=opt_level, layout=layout,
                              disable=disable, check_finite=check_finite, passes=tuple(names),
                              verify=verify)
+    if training:
+        from .trainer import Trainer
+        return Trainer(source, graph, options, optimizer, loss, records)
     return CompiledModel(graph, options, source, records)
 
 

@@ -17,7 +17,7 @@ import networkx as nx
 import numpy as np
 
 from .errors import GraphError, ShapeError, fmt_shape
-from .ops import OP_DEFS, FusionClass, Op, op_def
+from .ops import OP_DEFS, FusionClass, Op, output_shapes
 
 ACTIVATION, PARAM, INPUT = "activation", "param", "input"
 
@@ -167,11 +167,15 @@ class Graph:
                 if o not in self.values:
                     raise GraphError(f"node {n.name!r} output {o!r} has no value")
                 defined.add(o)
-            expected = infer_node_shape(self, n)
-            got = self.values[n.outputs[0]].shape
-            if tuple(expected) != tuple(got):
-                raise GraphError(f"node {n.name!r} ({n.op}): recorded output shape "
-                                 f"{fmt_shape(got)} != inferred {fmt_shape(expected)}")
+            expected = infer_node_shapes(self, n)
+            if len(expected) != len(n.outputs):
+                raise GraphError(f"node {n.name!r} ({n.op}) has {len(n.outputs)} outputs; "
+                                 f"the op defines {len(expected)}")
+            for o, want in zip(n.outputs, expected):
+                got = self.values[o].shape
+                if tuple(want) != tuple(got):
+                    raise GraphError(f"node {n.name!r} ({n.op}): recorded shape of {o!r} "
+                                     f"{fmt_shape(got)} != inferred {fmt_shape(want)}")
         for o in self.outputs:
             if o not in defined:
                 raise GraphError(f"graph output {o!r} is never produced")
@@ -187,11 +191,14 @@ class Graph:
         for n in self.nodes:
             args = ", ".join((f"@{i}" if self.values[i].kind == PARAM else f"%{i}")
                              for i in n.inputs)
-            out = self.values[n.outputs[0]]
             attrs = _attrs_text(n.attrs)
             fused = f"  # computes {'+'.join(n.ops)}" if len(n.ops) > 1 else ""
-            lines.append(f"  %{n.outputs[0]} = {n.op.value}{attrs}({args}) : {out} "
-                         f"{out.layout}{fused}")
+            if not n.outputs:  # an in-place update (optimizer step)
+                lines.append(f"  {n.op.value}{attrs}({args}){fused}")
+                continue
+            outs = ", ".join(f"%{o}" for o in n.outputs)
+            types = ", ".join(f"{self.values[o]} {self.values[o].layout}" for o in n.outputs)
+            lines.append(f"  {outs} = {n.op.value}{attrs}({args}) : {types}{fused}")
         lines.append(f"  return {', '.join('%' + o for o in self.outputs)}")
         lines.append("}")
         return "\n".join(lines)
@@ -202,9 +209,10 @@ class Graph:
         for i in self.inputs:
             g.add_node(i, kind="input", label=f"{i}\n{self.values[i]} {self.values[i].layout}")
         for n in self.nodes:
+            out = (f"{self.values[n.outputs[0]]} {self.values[n.outputs[0]].layout}"
+                   if n.outputs else "(in place)")
             g.add_node(n.name, kind="node", op=n.op.value, ops=n.ops,
-                       label=f"{n.name}\n{'+'.join(n.ops)}\n{self.values[n.outputs[0]]} "
-                             f"{self.values[n.outputs[0]].layout}")
+                       label=f"{n.name}\n{'+'.join(n.ops)}\n{out}")
         for n in self.nodes:
             for i in n.inputs:
                 src = self._producer.get(i)
@@ -240,8 +248,8 @@ class Graph:
         for n in self.nodes:
             d = OP_DEFS[n.op]
             xs = [self.values[i].concrete_shape(batch) for i in activation_inputs(n)]
-            res[n.name] = int(d.flops(n.attrs, xs, self.values[n.outputs[0]]
-                                      .concrete_shape(batch)))
+            out = self.values[n.outputs[0]].concrete_shape(batch) if n.outputs else xs[0]
+            res[n.name] = int(d.flops(n.attrs, xs, out))
         return res
 
     def param_count(self) -> int:
@@ -274,14 +282,19 @@ def activation_inputs(n: Node) -> list[str]:
     return acts
 
 
-def infer_node_shape(g: Graph, n: Node) -> tuple:
-    """Run the op's shape rule on a node's activation inputs (residual included)."""
-    d = op_def(n.op)
+def infer_node_shapes(g: Graph, n: Node) -> list[tuple]:
+    """Run the op's shape rule on a node's activation inputs (residual included):
+    one shape per output."""
     xs = [g.values[i].shape for i in activation_inputs(n)]
     try:
-        return tuple(d.infer(n.attrs, xs))
+        return output_shapes(n.op, n.attrs, xs)
     except ShapeError as e:
         raise ShapeError(f"layer {n.name!r} ({n.op}): {e}") from None
+
+
+def infer_node_shape(g: Graph, n: Node) -> tuple:
+    """The shape of a node's first output."""
+    return infer_node_shapes(g, n)[0]
 
 
 def is_fusable_anchor(op: Op) -> bool:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from runtime.program import Buffer, Program, Step
 from runtime.registry import KernelKey
 
@@ -42,14 +44,14 @@ def _kernel_layout(n: Node, g: Graph) -> str:
     kernels); a layout transform is registered under the non-NCHW side."""
     if n.op is Op.LAYOUT_TRANSFORM:
         return n.attrs.dst if n.attrs.src == "NCHW" else n.attrs.src
-    layout = g.values[n.outputs[0]].layout
+    layout = g.values[(n.outputs or n.inputs)[0]].layout
     return "NCHW" if layout in ("NCHW", "NC", "") else layout
 
 
 def is_view(node: Node, g: Graph) -> bool:
     """Does this node only relabel its input's bytes (no data movement)? Flatten of an
     NCHW tensor, and Dropout, which is the identity in these inference programs."""
-    if node.op is Op.FLATTEN:
+    if node.op in (Op.FLATTEN, Op.RESHAPE):
         return g.values[node.inputs[0]].layout in ("NCHW", "NC")
     return node.op is Op.DROPOUT
 
@@ -68,9 +70,10 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
             parent[n.outputs[0]] = n.inputs[0]
             continue
         xs = [g.values[i].concrete_shape(batch) for i in activation_inputs(n)]
-        out_shape = g.values[n.outputs[0]].concrete_shape(batch)
-        flops = op_def(n.op).flops(n.attrs, xs, out_shape)
-        key = KernelKey(n.op.value, target, _kernel_layout(n, g))
+        out_shape = g.values[n.outputs[0]].concrete_shape(batch) if n.outputs else xs[0]
+        d = op_def(n.op)
+        flops = d.flops(n.attrs, xs, out_shape)
+        key = KernelKey(n.op.value, target, _kernel_layout(n, g), d.mode)
         steps.append(Step(n.name, key, n.inputs, n.outputs, attrs_to_dict(n.attrs), n.ops,
                           int(flops)))
 
@@ -81,7 +84,7 @@ def lower(g: Graph, batch: int, target: str = "cpu", plan: bool = True,
 
     activations = [v for v in g.values.values() if v.kind != PARAM]
     shape = {v.name: physical_shape(v.concrete_shape(batch), v.layout) for v in activations}
-    size = {k: math.prod(s) * 4 for k, s in shape.items()}
+    size = {v.name: math.prod(shape[v.name]) * np.dtype(v.dtype).itemsize for v in activations}
     end_of_time = len(steps)
     last_read = {v.name: -1 for v in activations}
     for t, s in enumerate(steps):
@@ -143,7 +146,7 @@ def _alias_in_place(g: Graph, steps: list[Step], parent: dict[str, str], find,
     group_end = _group_ends(last_read, find)
     for t, s in enumerate(steps):
         op = Op(s.key.op)
-        if OP_DEFS[op].fusion is not FusionClass.ELEMENTWISE:
+        if OP_DEFS[op].fusion is not FusionClass.ELEMENTWISE or not s.outputs:
             continue
         out = s.outputs[0]
         for i in s.inputs:

@@ -43,6 +43,30 @@ class Op(str, Enum):
     ADD = "add"
     CONCAT = "concat"
     LAYOUT_TRANSFORM = "layout_transform"
+    # training: forward ops in training mode, the loss, gradients and optimizer updates
+    BATCH_NORM_TRAIN = "batch_norm_train"
+    DROPOUT_TRAIN = "dropout_train"
+    SOFTMAX_CROSS_ENTROPY = "softmax_cross_entropy"
+    SOFTMAX_CROSS_ENTROPY_GRAD = "softmax_cross_entropy_grad"
+    CONV2D_GRAD_INPUT = "conv2d_grad_input"
+    CONV2D_GRAD_WEIGHT = "conv2d_grad_weight"
+    LINEAR_GRAD_INPUT = "linear_grad_input"
+    LINEAR_GRAD_WEIGHT = "linear_grad_weight"
+    BIAS_GRAD = "bias_grad"
+    ACTIVATION_GRAD = "activation_grad"
+    BATCH_NORM_GRAD = "batch_norm_grad"
+    MAX_POOL2D_GRAD = "max_pool2d_grad"
+    AVG_POOL2D_GRAD = "avg_pool2d_grad"
+    LP_POOL2D_GRAD = "lp_pool2d_grad"
+    GLOBAL_AVG_POOL2D_GRAD = "global_avg_pool2d_grad"
+    LOCAL_RESPONSE_NORM_GRAD = "local_response_norm_grad"
+    SOFTMAX_GRAD = "softmax_grad"
+    DROPOUT_GRAD = "dropout_grad"
+    RESHAPE = "reshape"
+    SPLIT = "split"
+    SGD_UPDATE = "sgd_update"
+    ADAM_UPDATE = "adam_update"
+    ADAGRAD_UPDATE = "adagrad_update"
 
     def __str__(self) -> str:
         return self.value
@@ -169,6 +193,63 @@ class LayoutTransformAttrs:
     """Convert between physical layouts; the logical (NCHW) shape is unchanged."""
     src: str
     dst: str
+
+
+# training-only ops
+
+@dataclass(frozen=True)
+class DropoutTrainAttrs:
+    """Dropout while training: the mask comes from a counter-based RNG keyed by
+    (seed, step), so a resumed run draws exactly the masks the first run would have."""
+    p: float = 0.5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GradAttrs:
+    """A gradient op: the forward op's attrs and the forward input's shape (no batch)."""
+    fwd: Any
+    shape: tuple
+
+
+@dataclass(frozen=True)
+class ActivationGradAttrs:
+    activation: str
+    alpha: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReshapeAttrs:
+    shape: tuple  # without the batch entry
+
+
+@dataclass(frozen=True)
+class SplitAttrs:
+    axis: int
+    sizes: tuple
+
+
+@dataclass(frozen=True)
+class SgdAttrs:
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+
+@dataclass(frozen=True)
+class AdamAttrs:
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class AdagradAttrs:
+    eps: float = 1e-10
+    weight_decay: float = 0.0
+    lr_decay: float = 0.0
 
 
 def attrs_to_dict(attrs: Any) -> dict[str, Any]:
@@ -421,6 +502,196 @@ def _no_params(a: Any, xs: list[Shape]) -> dict[str, Shape]:
     return {}
 
 
+# --------------------------------------------------------------------------- training ops
+# Shape rules of the ops a training graph adds. Multi-output ops return a list of shapes
+# (one per output); optimizer updates return [] (they write their parameter in place).
+
+def _bn_train_infer(a: BatchNormAttrs, xs: list[Shape]) -> list[Shape]:
+    x = _batch_norm_infer(a, xs[:1])
+    return [x, (x[1],), (x[1],)]  # y, batch mean, 1/sqrt(batch var + eps)
+
+
+def _dropout_train_infer(a: DropoutTrainAttrs, xs: list[Shape]) -> list[Shape]:
+    _dropout_infer(DropoutAttrs(a.p), xs)
+    return [xs[0], xs[0]]  # y, mask (0 or 1/(1-p))
+
+
+def _sce_infer(a: NoAttrs, xs: list[Shape]) -> list[Shape]:
+    logits, labels = xs
+    if len(logits) != 2:
+        raise ShapeError(f"cross_entropy takes logits (N, classes), got {fmt_shape(logits)}; "
+                         "end the network with Linear (after Flatten or GlobalAvgPool2d)")
+    if len(labels) != 1:
+        raise ShapeError(f"cross_entropy takes integer labels of shape (N,), got "
+                         f"{fmt_shape(labels)}")
+    return [(1,), logits]  # mean loss, softmax probabilities
+
+
+def _sce_grad_infer(a: NoAttrs, xs: list[Shape]) -> Shape:
+    return xs[0]
+
+
+def _grad_input_infer(a: GradAttrs, xs: list[Shape]) -> Shape:
+    return (xs[0][0], *a.shape)
+
+
+def _param_grad_infer(a: GradAttrs, xs: list[Shape]) -> Shape:
+    return tuple(a.shape)
+
+
+def _bias_grad_infer(a: NoAttrs, xs: list[Shape]) -> Shape:
+    return (xs[0][1],)
+
+
+def _activation_grad_infer(a: ActivationGradAttrs, xs: list[Shape]) -> Shape:
+    _check_activation(a.activation)
+    return _same_shapes(xs, "activation gradient")
+
+
+def _bn_grad_infer(a: BatchNormAttrs, xs: list[Shape]) -> list[Shape]:
+    gy = xs[0]
+    return [gy, (gy[1],), (gy[1],)]  # dx, dgamma, dbeta
+
+
+def _reshape_infer(a: ReshapeAttrs, xs: list[Shape]) -> Shape:
+    if _numel(xs[0][1:]) != _numel(a.shape):
+        raise ShapeError(f"reshape of {fmt_shape(xs[0])} to (N, {a.shape}) changes the size")
+    return (xs[0][0], *a.shape)
+
+
+def _split_infer(a: SplitAttrs, xs: list[Shape]) -> list[Shape]:
+    x = xs[0]
+    if sum(a.sizes) != x[a.axis]:
+        raise ShapeError(f"split of {fmt_shape(x)} into {a.sizes} along axis {a.axis}")
+    outs = []
+    for k in a.sizes:
+        s = list(x)
+        s[a.axis] = k
+        outs.append(tuple(s))
+    return outs
+
+
+def _update_infer(a: Any, xs: list[Shape]) -> list[Shape]:
+    param, grad = xs[0], xs[1]
+    if tuple(param) != tuple(grad):
+        raise ShapeError(f"optimizer update: parameter {fmt_shape(param)} and gradient "
+                         f"{fmt_shape(grad)} differ")
+    return []
+
+
+def _grad_flops(factor: int) -> Callable[[Any, list[Shape], Shape], int]:
+    """A gradient op's FLOPs: ``factor`` times its larger operand's element count."""
+    return lambda a, xs, out: factor * max([_numel(s) for s in xs] + [_numel(out)])
+
+
+def _conv_grad_flops(a: GradAttrs, xs: list[Shape], out: Shape) -> int:
+    f = a.fwd  # as many multiply-adds as the forward conv
+    gy = xs[0] if len(xs[0]) == 4 and xs[0][1] == f.out_channels else xs[1]
+    cin = a.shape[0] if len(a.shape) == 3 else a.shape[1] * f.groups
+    return 2 * _numel(gy) * (cin // f.groups) * f.kernel_size[0] * f.kernel_size[1]
+
+
+def _linear_grad_flops(a: GradAttrs, xs: list[Shape], out: Shape) -> int:
+    return 2 * _numel(xs[0]) * (xs[1][-1] if len(xs) > 1 else 1)
+
+
+# --------------------------------------------------------------------------- gradient rules
+# ``grad(b, node, gy, needs) -> [gradient value or None per node input]``: the reverse-mode
+# rule of each op, emitting gradient ops through the builder ``b`` (``b.emit(op, inputs,
+# attrs) -> output names``, ``b.shape(value)``). ``gy`` is the gradient of the node's first
+# output; ``needs[i]`` says whether input i needs a gradient (graph inputs and running
+# statistics do not). The differentiate pass calls these in reverse graph order.
+
+def _forward_only(what: str) -> None:
+    raise ShapeError(f"{what}: autodiff runs on the unfused source graph; this node already "
+                     "carries a fused epilogue")
+
+
+def _conv2d_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+    a = n.attrs
+    if a.activation != "none" or a.residual:
+        _forward_only(n.name)
+    x, w = n.inputs[0], n.inputs[1]
+    gx = b.emit(Op.CONV2D_GRAD_INPUT, [gy, w], GradAttrs(a, b.shape(x)[1:]))[0] \
+        if needs[0] else None
+    gw = b.emit(Op.CONV2D_GRAD_WEIGHT, [x, gy], GradAttrs(a, b.shape(w)))[0] \
+        if needs[1] else None
+    grads = [gx, gw]
+    if a.bias:
+        grads.append(b.emit(Op.BIAS_GRAD, [gy], NoAttrs())[0] if needs[2] else None)
+    return grads
+
+
+def _linear_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+    a = n.attrs
+    if a.activation != "none" or a.residual:
+        _forward_only(n.name)
+    x, w = n.inputs[0], n.inputs[1]
+    gx = b.emit(Op.LINEAR_GRAD_INPUT, [gy, w], GradAttrs(a, b.shape(x)[1:]))[0] \
+        if needs[0] else None
+    gw = b.emit(Op.LINEAR_GRAD_WEIGHT, [x, gy], GradAttrs(a, b.shape(w)))[0] \
+        if needs[1] else None
+    grads = [gx, gw]
+    if a.bias:
+        grads.append(b.emit(Op.BIAS_GRAD, [gy], NoAttrs())[0] if needs[2] else None)
+    return grads
+
+
+def _bn_train_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+    if n.attrs.activation != "none":
+        _forward_only(n.name)
+    x, gamma = n.inputs[0], n.inputs[1]
+    _, mean, invstd = n.outputs
+    gx, ggamma, gbeta = b.emit(Op.BATCH_NORM_GRAD, [gy, x, gamma, mean, invstd], n.attrs)
+    return [gx if needs[0] else None, ggamma, gbeta, None, None]
+
+
+def _activation_grad(name: str, use_input: bool = False) -> Callable[..., list]:
+    """Activations differentiate through their output (relu, sigmoid, tanh) or, for
+    leaky_relu (whose slope may be negative), through their input."""
+    def rule(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+        alpha = getattr(n.attrs, "negative_slope", 0.0)
+        saved = n.inputs[0] if use_input else n.outputs[0]
+        return [b.emit(Op.ACTIVATION_GRAD, [gy, saved], ActivationGradAttrs(name, alpha))[0]]
+    return rule
+
+
+def _pool_grad(op: "Op", saved: str) -> Callable[..., list]:
+    """Pooling gradients; ``saved`` says which forward tensors the backward reads:
+    '' (only shapes: avg/global pooling), 'x' (max, recomputes the argmax), 'xy' (LP)."""
+    def rule(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+        x = n.inputs[0]
+        extra = {"": [], "x": [x], "xy": [x, n.outputs[0]]}[saved]
+        return [b.emit(op, [gy, *extra], GradAttrs(n.attrs, b.shape(x)[1:]))[0]]
+    return rule
+
+
+def _flatten_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+    return [b.emit(Op.RESHAPE, [gy], ReshapeAttrs(tuple(b.shape(n.inputs[0])[1:])))[0]]
+
+
+def _dropout_train_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+    return [b.emit(Op.DROPOUT_GRAD, [gy, n.outputs[1]], NoAttrs())[0]]
+
+
+def _softmax_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+    return [b.emit(Op.SOFTMAX_GRAD, [gy, n.outputs[0]], NoAttrs())[0]]
+
+
+def _add_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+    if n.attrs.activation != "none":
+        _forward_only(n.name)
+    return [gy] * len(n.inputs)
+
+
+def _concat_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[str]]:
+    a = n.attrs
+    sizes = tuple(b.shape(i)[a.axis] for i in n.inputs)
+    if len(sizes) == 1:
+        return [gy]
+    return list(b.emit(Op.SPLIT, [gy], SplitAttrs(a.axis, sizes)))
+
+
 # --------------------------------------------------------------------------- the table
 
 @dataclass(frozen=True)
@@ -430,7 +701,8 @@ class OpDef:
     ``arity`` is the number of activation inputs (``None``: variadic, >= 1).
     ``infer(attrs, activation_shapes) -> shape`` raises ShapeError on impossible input.
     ``params(attrs, activation_shapes) -> {suffix: shape}`` in node-input order.
-    ``grad`` is the gradient rule (filled in by the training work).
+    ``grad`` is the reverse-mode rule (see "gradient rules"); ops without one cannot be
+    trained through. ``infer`` of a multi-output op returns a list of shapes.
     """
     op: Op
     attrs: type
@@ -441,6 +713,8 @@ class OpDef:
     params: Callable[[Any, list[Shape]], dict[str, Shape]] = _no_params
     layouts: tuple[str, ...] = ("NCHW",)
     grad: Optional[Callable[..., Any]] = None
+    mode: str = "forward"   # kernel mode: forward, backward or update
+    effects: bool = False   # writes a parameter in place (running stats, optimizer steps)
 
     def activation_arity(self, attrs: Any, n_inputs: int) -> int:
         """How many of a node's inputs are activations (the rest: params, residual)."""
@@ -452,31 +726,97 @@ class OpDef:
 _E, _I, _R, _A = (FusionClass.ELEMENTWISE, FusionClass.INJECTIVE, FusionClass.REDUCTION,
                   FusionClass.ANCHOR)
 
+_O = FusionClass.OPAQUE
+
 OP_DEFS: dict[Op, OpDef] = {d.op: d for d in [
-    OpDef(Op.CONV2D, Conv2dAttrs, _A, 1, _conv2d_infer, _conv2d_flops, _conv2d_params),
+    OpDef(Op.CONV2D, Conv2dAttrs, _A, 1, _conv2d_infer, _conv2d_flops, _conv2d_params,
+          grad=_conv2d_grad),
     OpDef(Op.BATCH_NORM, BatchNormAttrs, _E, 1, _batch_norm_infer, _elementwise_flops(2),
-          _batch_norm_params),
-    OpDef(Op.RELU, NoAttrs, _E, 1, _same, _elementwise_flops(1)),
-    OpDef(Op.LEAKY_RELU, LeakyReluAttrs, _E, 1, _same, _elementwise_flops(2)),
-    OpDef(Op.SIGMOID, NoAttrs, _E, 1, _same, _elementwise_flops(4)),
-    OpDef(Op.TANH, NoAttrs, _E, 1, _same, _elementwise_flops(4)),
-    OpDef(Op.MAX_POOL2D, MaxPoolAttrs, _R, 1, _max_pool_infer, _pool_flops),
-    OpDef(Op.AVG_POOL2D, AvgPoolAttrs, _R, 1, _avg_pool_infer, _pool_flops),
+          _batch_norm_params),  # trains as batch_norm_train
+    OpDef(Op.RELU, NoAttrs, _E, 1, _same, _elementwise_flops(1),
+          grad=_activation_grad("relu")),
+    OpDef(Op.LEAKY_RELU, LeakyReluAttrs, _E, 1, _same, _elementwise_flops(2),
+          grad=_activation_grad("leaky_relu", use_input=True)),
+    OpDef(Op.SIGMOID, NoAttrs, _E, 1, _same, _elementwise_flops(4),
+          grad=_activation_grad("sigmoid")),
+    OpDef(Op.TANH, NoAttrs, _E, 1, _same, _elementwise_flops(4),
+          grad=_activation_grad("tanh")),
+    OpDef(Op.MAX_POOL2D, MaxPoolAttrs, _R, 1, _max_pool_infer, _pool_flops,
+          grad=_pool_grad(Op.MAX_POOL2D_GRAD, "x")),
+    OpDef(Op.AVG_POOL2D, AvgPoolAttrs, _R, 1, _avg_pool_infer, _pool_flops,
+          grad=_pool_grad(Op.AVG_POOL2D_GRAD, "")),
     OpDef(Op.LP_POOL2D, LPPoolAttrs, _R, 1, _lp_pool_infer,
-          lambda a, xs, o: 2 * _pool_flops(a, xs, o)),
+          lambda a, xs, o: 2 * _pool_flops(a, xs, o), grad=_pool_grad(Op.LP_POOL2D_GRAD, "xy")),
     OpDef(Op.GLOBAL_AVG_POOL2D, NoAttrs, _R, 1, _gap_infer,
-          lambda a, xs, o: _numel(xs[0][1:]) * xs[0][0]),
+          lambda a, xs, o: _numel(xs[0][1:]) * xs[0][0],
+          grad=_pool_grad(Op.GLOBAL_AVG_POOL2D_GRAD, "")),
     OpDef(Op.LOCAL_RESPONSE_NORM, LRNAttrs, _R, 1, _lrn_infer,
-          lambda a, xs, o: (a.size + 4) * _numel(o)),
-    OpDef(Op.FLATTEN, NoAttrs, _I, 1, _flatten_infer, _elementwise_flops(0)),
-    OpDef(Op.LINEAR, LinearAttrs, _A, 1, _linear_infer, _linear_flops, _linear_params),
+          lambda a, xs, o: (a.size + 4) * _numel(o),
+          grad=_pool_grad(Op.LOCAL_RESPONSE_NORM_GRAD, "x")),
+    OpDef(Op.FLATTEN, NoAttrs, _I, 1, _flatten_infer, _elementwise_flops(0),
+          grad=_flatten_grad),
+    OpDef(Op.LINEAR, LinearAttrs, _A, 1, _linear_infer, _linear_flops, _linear_params,
+          grad=_linear_grad),
     OpDef(Op.DROPOUT, DropoutAttrs, _E, 1, _dropout_infer, _elementwise_flops(0)),
-    OpDef(Op.SOFTMAX, SoftmaxAttrs, _R, 1, _softmax_infer, _elementwise_flops(4)),
+    OpDef(Op.SOFTMAX, SoftmaxAttrs, _R, 1, _softmax_infer, _elementwise_flops(4),
+          grad=_softmax_grad),
     OpDef(Op.ADD, AddAttrs, _E, None, _add_infer,
-          lambda a, xs, o: (len(xs) - 1) * _numel(o)),
-    OpDef(Op.CONCAT, ConcatAttrs, _I, None, _concat_infer, _elementwise_flops(0)),
+          lambda a, xs, o: (len(xs) - 1) * _numel(o), grad=_add_grad),
+    OpDef(Op.CONCAT, ConcatAttrs, _I, None, _concat_infer, _elementwise_flops(0),
+          grad=_concat_grad),
     OpDef(Op.LAYOUT_TRANSFORM, LayoutTransformAttrs, _I, 1, _same, _elementwise_flops(0)),
+    # ---- training
+    OpDef(Op.BATCH_NORM_TRAIN, BatchNormAttrs, _O, 1, _bn_train_infer, _elementwise_flops(6),
+          _batch_norm_params, grad=_bn_train_grad, effects=True),
+    OpDef(Op.DROPOUT_TRAIN, DropoutTrainAttrs, _O, None, _dropout_train_infer,
+          _elementwise_flops(2), grad=_dropout_train_grad),
+    OpDef(Op.SOFTMAX_CROSS_ENTROPY, NoAttrs, _O, 2, _sce_infer,
+          lambda a, xs, o: 5 * _numel(xs[0])),
+    OpDef(Op.SOFTMAX_CROSS_ENTROPY_GRAD, NoAttrs, _O, 2, _sce_grad_infer, _elementwise_flops(2),
+          mode="backward"),
+    OpDef(Op.CONV2D_GRAD_INPUT, GradAttrs, _O, None, _grad_input_infer, _conv_grad_flops,
+          mode="backward"),
+    OpDef(Op.CONV2D_GRAD_WEIGHT, GradAttrs, _O, None, _param_grad_infer, _conv_grad_flops,
+          mode="backward"),
+    OpDef(Op.LINEAR_GRAD_INPUT, GradAttrs, _O, None, _grad_input_infer, _linear_grad_flops,
+          mode="backward"),
+    OpDef(Op.LINEAR_GRAD_WEIGHT, GradAttrs, _O, None, _param_grad_infer, _linear_grad_flops,
+          mode="backward"),
+    OpDef(Op.BIAS_GRAD, NoAttrs, _R, None, _bias_grad_infer, _grad_flops(1), mode="backward"),
+    OpDef(Op.ACTIVATION_GRAD, ActivationGradAttrs, _E, None, _activation_grad_infer,
+          _grad_flops(2), mode="backward"),
+    OpDef(Op.BATCH_NORM_GRAD, BatchNormAttrs, _O, None, _bn_grad_infer, _grad_flops(8),
+          mode="backward"),
+    OpDef(Op.MAX_POOL2D_GRAD, GradAttrs, _O, None, _grad_input_infer, _grad_flops(2),
+          mode="backward"),
+    OpDef(Op.AVG_POOL2D_GRAD, GradAttrs, _O, None, _grad_input_infer, _grad_flops(2),
+          mode="backward"),
+    OpDef(Op.LP_POOL2D_GRAD, GradAttrs, _O, None, _grad_input_infer, _grad_flops(4),
+          mode="backward"),
+    OpDef(Op.GLOBAL_AVG_POOL2D_GRAD, GradAttrs, _O, None, _grad_input_infer, _grad_flops(1),
+          mode="backward"),
+    OpDef(Op.LOCAL_RESPONSE_NORM_GRAD, GradAttrs, _O, None, _grad_input_infer, _grad_flops(8),
+          mode="backward"),
+    OpDef(Op.SOFTMAX_GRAD, NoAttrs, _O, None, lambda a, xs: _same_shapes(xs, "softmax grad"),
+          _grad_flops(3), mode="backward"),
+    OpDef(Op.DROPOUT_GRAD, NoAttrs, _E, None, lambda a, xs: _same_shapes(xs, "dropout gradient"),
+          _grad_flops(1), mode="backward"),
+    OpDef(Op.RESHAPE, ReshapeAttrs, _I, 1, _reshape_infer, _elementwise_flops(0),
+          mode="backward"),
+    OpDef(Op.SPLIT, SplitAttrs, _I, 1, _split_infer, _elementwise_flops(0), mode="backward"),
+    OpDef(Op.SGD_UPDATE, SgdAttrs, _O, None, _update_infer, _grad_flops(4), mode="update",
+          effects=True),
+    OpDef(Op.ADAM_UPDATE, AdamAttrs, _O, None, _update_infer, _grad_flops(10), mode="update",
+          effects=True),
+    OpDef(Op.ADAGRAD_UPDATE, AdagradAttrs, _O, None, _update_infer, _grad_flops(5),
+          mode="update", effects=True),
 ]}
+
+
+def output_shapes(op: Op, attrs: Any, xs: list[Shape]) -> list[Shape]:
+    """Every output's shape (the shape rule of a single-output op returns one tuple)."""
+    out = OP_DEFS[op].infer(attrs, xs)
+    return [tuple(s) for s in out] if isinstance(out, list) else [tuple(out)]
 
 
 def op_def(op: Op | str) -> OpDef:

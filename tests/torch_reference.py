@@ -111,3 +111,44 @@ def torch_forward(graph: Graph, inputs: Union[np.ndarray, Mapping[str, np.ndarra
             env[n.outputs[0]] = _node(n, args, params)
     outs = {o: env[o].numpy() for o in graph.outputs}
     return outs[graph.outputs[0]] if len(outs) == 1 else outs
+
+
+class TorchNet(torch.nn.Module):
+    """A differentiable torch twin of an (unfused) cnncomp graph, for training oracles.
+
+    Weights and biases are ``nn.Parameter``s, running statistics are buffers that
+    training-mode ``F.batch_norm`` updates with the layer's momentum, exactly as
+    ``nn.BatchNorm2d`` does. Parameter names are the graph's ("c1.weight").
+    """
+
+    def __init__(self, graph: Graph, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        self.graph = graph
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.trainable = torch.nn.ParameterDict()
+        for k, v in graph.constants.items():
+            t = torch.tensor(np.asarray(v), dtype=dtype)
+            if k.endswith(".weight") or k.endswith(".bias"):
+                self.trainable[k.replace(".", "__")] = torch.nn.Parameter(t)
+                self.tensors[k] = self.trainable[k.replace(".", "__")]
+            else:
+                self.tensors[k] = t
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.graph
+        env = {g.inputs[0]: x}
+        for n in g.nodes:
+            args = [env[i] for i in n.inputs if g.values[i].kind != PARAM]
+            params = [self.tensors[i] for i in n.inputs if g.values[i].kind == PARAM]
+            if n.op is Op.BATCH_NORM and self.training:
+                w, b, m, v = params
+                env[n.outputs[0]] = _act(F.batch_norm(args[0], m, v, w, b, training=True,
+                                                      momentum=n.attrs.momentum,
+                                                      eps=n.attrs.eps), n.attrs)
+            else:
+                env[n.outputs[0]] = _node(n, args, params)
+        return env[g.outputs[0]]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {k: t.detach().numpy().copy() for k, t in self.tensors.items()}

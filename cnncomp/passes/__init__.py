@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from ..errors import GraphError, fmt_shape
 from ..ir import Graph
@@ -23,6 +23,8 @@ class PassContext:
     training: bool = False
     opt_level: int = 2
     layout: str = "auto"
+    loss: str = "cross_entropy"  # training only
+    optimizer: Any = None        # training only: a cnncomp.optim optimizer
 
 
 PassFn = Callable[[Graph, PassContext], Graph]
@@ -76,6 +78,8 @@ class VerifyInstrument(Instrument):
             after.verify()
         except GraphError as e:
             raise GraphError(f"after pass {info.name!r}: {e}") from None
+        if "training_graph" in info.provides:
+            return  # builds a new graph with the loss as an extra output
         if len(before.outputs) != len(after.outputs):
             raise GraphError(f"pass {info.name!r} changed the number of graph outputs")
         for a, b in zip(before.outputs, after.outputs):
@@ -159,8 +163,9 @@ class PassManager:
 
 
 def _load_builtin_passes() -> None:
-    from . import (eliminate_dead_code, fold_batch_norm, fold_constants,  # noqa: F401
-                   fuse_epilogues, plan_memory, select_layout)  # (register on import)
+    from . import (differentiate, eliminate_dead_code, fold_batch_norm,  # noqa: F401
+                   fold_constants, fuse_epilogues, plan_memory,
+                   select_layout)  # (register on import)
 
 
 def default_pipeline(*, fuse: bool = True, training: bool = False, opt_level: int = 2,
@@ -172,7 +177,8 @@ def default_pipeline(*, fuse: bool = True, training: bool = False, opt_level: in
     if unknown:
         raise ValueError(f"cannot disable unknown pass(es) {unknown}; known passes: "
                          f"{', '.join(PASSES)}")
-    order = ["eliminate_dead_code", "fold_constants", "fold_batch_norm", "fuse_epilogues",
+    order = ["differentiate"] if training else []
+    order += ["eliminate_dead_code", "fold_constants", "fold_batch_norm", "fuse_epilogues",
              "select_layout", "plan_memory"]
     names = []
     for name in order:

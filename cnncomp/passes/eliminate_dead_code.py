@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..ir import Graph
-from ..ops import Op
+from ..ops import OP_DEFS, Op
 from . import PassContext, graph_pass
 
 
@@ -25,10 +25,12 @@ def _bypass_identities(g: Graph, ctx: PassContext) -> Graph:
 
 
 def _drop_unused(g: Graph) -> Graph:
+    """Keep nodes an output needs, and nodes that write parameters in place (optimizer
+    updates, running statistics) with everything they read."""
     live = set(g.outputs)
     keep = []
     for n in reversed(g.nodes):
-        if any(o in live for o in n.outputs):
+        if any(o in live for o in n.outputs) or OP_DEFS[n.op].effects:
             keep.append(n)
             live.update(n.inputs)
     if len(keep) == len(g.nodes):

@@ -12,7 +12,7 @@ import numpy as np
 from runtime.registry import get_kernel
 
 from ..ir import PARAM, Graph, Value
-from ..ops import attrs_to_dict
+from ..ops import OP_DEFS, attrs_to_dict
 from . import PassContext, graph_pass
 
 
@@ -31,7 +31,9 @@ def fold_constants(g: Graph, ctx: PassContext) -> Graph:
     values = dict(g.values)
     keep = []
     for n in g.nodes:
+        d = OP_DEFS[n.op]
         foldable = (n.inputs and all(values[i].kind == PARAM for i in n.inputs)
+                    and len(n.outputs) == 1 and not d.effects and d.mode == "forward"
                     and not any(o in g.outputs for o in n.outputs)
                     and all(None not in values[o].shape for o in n.outputs))
         if not foldable:

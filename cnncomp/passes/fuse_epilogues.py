@@ -45,7 +45,9 @@ def _merge(g: Graph, p: Node, u: Node) -> Optional[Node]:
     act = epilogue_of(u)
     if act is not None and _has_free_activation(p):
         attrs = dataclasses.replace(p.attrs, activation=act[0], alpha=act[1])
-        return p.replace(attrs=attrs, outputs=u.outputs, meta=_merge_meta(p, u))
+        # extra outputs (batch statistics saved for the backward) stay
+        return p.replace(attrs=attrs, outputs=u.outputs + p.outputs[1:],
+                         meta=_merge_meta(p, u))
     anchor = OP_DEFS[p.op].fusion is FusionClass.ANCHOR
     if (u.op is Op.ADD and anchor and len(u.inputs) == 2 and _has_free_activation(p)
             and not p.attrs.residual and u.inputs[0] != u.inputs[1]):
@@ -59,6 +61,8 @@ def _merge(g: Graph, p: Node, u: Node) -> Optional[Node]:
 
 def _fuse_one(g: Graph) -> Optional[Graph]:
     for p in g.nodes:
+        if not p.outputs:
+            continue
         out = p.outputs[0]
         users = g.users(out)
         if out in g.outputs or len(users) != 1:

@@ -1,0 +1,113 @@
+"""Elementwise training kernels: activation gradients, Dropout (forward and backward),
+and the data movement of gradients (reshape, split).
+
+Dropout draws its mask from a counter-based generator (SplitMix64 of seed, step and
+element index) rather than a stateful RNG: the mask of step t is a pure function of t,
+so a run resumed from a checkpoint draws exactly the masks the uninterrupted run would.
+Every kernel here reads element i before writing element i, so each is correct in place.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numba
+import numpy as np
+from numba import prange
+
+from ..registry import register_kernel
+from .activation import act_code
+
+
+@numba.njit(cache=True, parallel=True)
+def _act_grad(gy, s, gx, code, alpha):
+    # s: the saved output y (relu, sigmoid, tanh) or input x (leaky_relu)
+    for i in prange(gy.size):
+        g = gy[i]
+        v = s[i]
+        if code == 1:
+            r = g if v > 0.0 else np.float32(0.0)
+        elif code == 2:
+            r = g if v > 0.0 else g * alpha
+        elif code == 3:
+            r = g * v * (np.float32(1.0) - v)
+        elif code == 4:
+            r = g * (np.float32(1.0) - v * v)
+        else:
+            r = g
+        gx[i] = r
+
+
+@register_kernel("activation_grad", mode="backward")
+def bind_activation_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                         attrs: Mapping):
+    """dL/dx of an activation from dL/dy and its saved output (input for leaky_relu)."""
+    gy, s, gx = ins[0].reshape(-1), ins[1].reshape(-1), outs[0].reshape(-1)
+    code, alpha = act_code(attrs["activation"]), np.float32(attrs.get("alpha", 0.0))
+    return lambda: _act_grad(gy, s, gx, code, alpha)
+
+
+@numba.njit(cache=True, inline="always")
+def _splitmix64(z):
+    z = (z + np.uint64(0x9E3779B97F4A7C15))
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@numba.njit(cache=True, parallel=True)
+def _dropout_train(x, y, mask, p, seed, step):
+    scale = np.float32(0.0) if p >= 1.0 else np.float32(1.0 / (1.0 - p))
+    key = _splitmix64(np.uint64(seed) ^ _splitmix64(np.uint64(step)))
+    for i in prange(x.size):
+        u = (_splitmix64(key + np.uint64(i)) >> np.uint64(40)) * (1.0 / 16777216.0)
+        m = scale if u >= p else np.float32(0.0)
+        mask[i] = m
+        y[i] = x[i] * m
+
+
+@register_kernel("dropout_train")
+def bind_dropout_train(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    """Zero each element with probability p and scale the rest by 1/(1-p), as PyTorch."""
+    x, hyper = ins[0].reshape(-1), ins[1]
+    y, mask = outs[0].reshape(-1), outs[1].reshape(-1)
+    p, seed = float(attrs["p"]), int(attrs["seed"])
+    return lambda: _dropout_train(x, y, mask, p, seed, int(hyper[1]))
+
+
+@numba.njit(cache=True, parallel=True)
+def _mul(a, b, out):
+    for i in prange(a.size):
+        out[i] = a[i] * b[i]
+
+
+@register_kernel("dropout_grad", mode="backward")
+def bind_dropout_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    gy, mask, gx = ins[0].reshape(-1), ins[1].reshape(-1), outs[0].reshape(-1)
+    return lambda: _mul(gy, mask, gx)
+
+
+@register_kernel("reshape", mode="backward")
+def bind_reshape(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    """A copy with a new shape (lowering makes it a view whenever the bytes allow)."""
+    src, dst = ins[0].reshape(outs[0].shape), outs[0]
+    return lambda: np.copyto(dst, src)
+
+
+@register_kernel("split", mode="backward")
+def bind_split(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    """Cut the input along ``axis`` into consecutive pieces (Concat's gradient)."""
+    x, axis = ins[0], int(attrs["axis"])
+    pieces, start = [], 0
+    for o in outs:
+        k = o.shape[axis]
+        index = (slice(None),) * axis + (slice(start, start + k),)
+        pieces.append((o, x[index]))
+        start += k
+    if start != x.shape[axis]:
+        raise ValueError(f"split: pieces {[o.shape for o in outs]} do not cover {x.shape}")
+
+    def run():
+        for o, src in pieces:
+            np.copyto(o, src)
+    return run
+
