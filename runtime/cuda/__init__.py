@@ -1,0 +1,21 @@
+"""CUDA kernels (numba-cuda) for NCHW inference, and the device executor.
+
+Importing this package registers every CUDA kernel under target "cuda" (layout NCHW,
+mode forward), with the attributes and semantics of the CPU kernels. It fails with a
+clear ``CudaUnavailableError`` when numba-cuda is not installed, or when there is no GPU
+and the CUDA simulator is off (NUMBA_ENABLE_CUDASIM=1, set before numba is imported).
+
+Modules: ``conv`` (shared-memory tiled implicit-GEMM conv, direct depthwise conv),
+``linear`` (tiled GEMM, concat), ``pool``, ``norm`` (batch norm, LRN, softmax),
+``elementwise`` (activations, add, copies), ``executor`` (``CudaExecutor``: one device
+arena), ``common`` (activation epilogue, launch records).
+"""
+from ..cuda_status import CudaUnavailableError, require_cuda
+
+require_cuda()
+
+from . import conv, elementwise, linear, norm, pool  # noqa: E402,F401  (register kernels)
+from .common import LaunchConfig  # noqa: E402
+from .executor import CudaExecutor  # noqa: E402
+
+__all__ = ["CudaExecutor", "CudaUnavailableError", "LaunchConfig"]
