@@ -55,8 +55,14 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
     elif loss is not None or optimizer is not None:
         raise TypeError("loss= and optimizer= need training=True")
     if target == "cuda":
-        raise CnnCompError("target='cuda' is not available yet in this build of cnncomp; "
-                           "use target='cpu'")
+        _require_cuda()
+        if training:
+            raise CnnCompError("training=True is not available on target='cuda' yet; "
+                               "train with target='cpu' (inference runs on 'cuda')")
+        if layout == "NCHWc":
+            raise CnnCompError("target='cuda' runs NCHW kernels only; use layout='NCHW' "
+                               "or 'auto'")
+        layout = "NCHW"  # the CUDA kernels are NCHW: no layout search
     # CNNCOMP_VERIFY=1 turns verification on for every compile (the test suite sets it)
     verify = verify or os.environ.get("CNNCOMP_VERIFY") == "1"
     source = _as_graph(net)
@@ -78,6 +84,14 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
     return CompiledModel(graph, options, source, records)
 
 
+def _require_cuda() -> None:
+    """A clear CnnCompError unless the CUDA target can run here (a GPU, or the simulator)."""
+    from runtime.cuda_status import unavailable_reason
+    reason = unavailable_reason()
+    if reason is not None:
+        raise CnnCompError(f"target='cuda' cannot run: {reason}; or use target='cpu'")
+
+
 def load(path: str) -> CompiledModel:
     """Load a model saved by ``CompiledModel.save``; kernels are bound afresh."""
     from .serialize import load_graph
@@ -96,4 +110,6 @@ def load(path: str) -> CompiledModel:
                                  passes=tuple(o.get("passes", ())))
     except (TypeError, ValueError) as e:
         raise FormatError(f"{path}: compile options are corrupt ({e})") from None
+    if options.target == "cuda":
+        _require_cuda()
     return CompiledModel(graph, options, graph, [])

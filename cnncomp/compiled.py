@@ -111,7 +111,13 @@ class CompiledModel:
         program, plan = lower(self.graph, batch, self.options.target, self._plan_memory,
                               verify=self.options.verify)
         on_step = self._check_step if self.options.check_finite else None
-        entry = (Executor(program, on_step), plan)
+        if self.options.target == "cuda":
+            from runtime.cuda import CudaExecutor
+            # one device copy of the parameters, shared by every batch size's executor
+            shared = self.__dict__.setdefault("_device_constants", {})
+            entry = (CudaExecutor(program, on_step, shared), plan)
+        else:
+            entry = (Executor(program, on_step), plan)
         self._programs[batch] = entry
         while len(self._programs) > _MAX_CACHED_BATCHES:
             self._programs.popitem(last=False)
@@ -199,10 +205,16 @@ class CompiledModel:
         executor, plan = self._executor(batch)
         program = executor.program
         rows = [("#", "kernel", "ops", "output", "layout", "offset", "MFLOP")]
+        # CUDA: each step's launches, kernel<<<grid, block>>>
+        launches = getattr(executor, "launches", None)
+        if launches is not None:
+            rows[0] += ("launch (grid, block)",)
         for i, s in enumerate(program.steps):
             b = program.buffers[s.outputs[0]]
             rows.append((str(i), s.name, "+".join(s.ops), fmt_shape(b.shape), b.layout,
                          f"{b.offset:,}", f"{s.flops / 1e6:,.2f}"))
+            if launches is not None:
+                rows[-1] += ("; ".join(str(c) for c in launches[i]) or "(none)",)
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
         total = sum(s.flops for s in program.steps)

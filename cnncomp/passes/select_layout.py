@@ -178,8 +178,9 @@ def assign_layouts(g: Graph, blocked: set[str]) -> Graph:
 
 @graph_pass("select_layout", opt_level=2, provides=("layouts",))
 def select_layout(g: Graph, ctx: PassContext) -> Graph:
-    """Run convolution regions in NCHW16c when the cost model says it pays."""
-    if ctx.layout == "NCHW" or ctx.training:
+    """Run convolution regions in NCHW16c when the cost model says it pays (CPU only:
+    the CUDA kernels are NCHW, so target 'cuda' keeps every value NCHW)."""
+    if ctx.layout == "NCHW" or ctx.training or ctx.target != "cpu":
         return g
     kernels = _blocked_kernels(ctx.target)
     if "conv2d" not in kernels or "layout_transform" not in kernels:
