@@ -92,6 +92,12 @@ class CudaExecutor:
                                  f"planned for {tuple(view.shape)}")
             view.copy_to_device(host)
 
+    def launch_all(self) -> None:
+        """Launch every step on what is already on the device (no copies). Asynchronous:
+        follow with numba.cuda.synchronize() to wait (benchmarks time kernels this way)."""
+        for run in self._runs:
+            run()
+
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Copy inputs to the device, run every step, return host copies of the outputs."""
         self._copy_in(inputs)
