@@ -152,3 +152,58 @@ def profile_kernels(model: CompiledModel, batch: int, repeat: int = 5, seed: int
     return [{"kernel": s.name, "ops": "+".join(s.ops), "ms": 1e3 * t,
              "share": t / total if total else 0.0, "gflops": s.flops / t / 1e9 if t else 0.0}
             for s, t in zip(executor.program.steps, times)]
+
+
+def run_train_bench(net: Any, batch: int = 32, repeat: int = 5, target: str = "cpu",
+                    peers: Optional[dict] = None, seed: int = 0, progress: bool = True,
+                    warmup: int = 2, lr: float = 0.01) -> list[dict]:
+    """Time one training step (forward, loss, backward, SGD-momentum update), unfused vs
+    fused, plus ``peers`` (label -> ``step(x, y)`` callable), interleaved; one row each."""
+    from tqdm.auto import tqdm
+    from .optim import SGD
+    graph = net if isinstance(net, Graph) else net.to_graph()
+    shape = graph.values[graph.inputs[0]].concrete_shape(batch)
+    classes = graph.values[graph.outputs[0]].shape[1]
+    r = np.random.default_rng(seed)
+    x = r.standard_normal(shape).astype(np.float32)
+    y = r.integers(0, classes, batch)
+    entries = []
+    for label, fuse in (("unfused", False), ("fused", True)):
+        t = compile(net, target=target, training=True, fuse=fuse,
+                    optimizer=SGD(lr, momentum=0.9))
+        ex, plan = t._executor(batch)
+        entries.append((label, t.step, len(ex.program.steps), plan.planned_bytes))
+    for label, fn in (peers or {}).items():
+        entries.append((label, fn, 0, 0))
+    times: dict[str, list[float]] = {e[0]: [] for e in entries}
+    for _ in range(warmup):
+        for _, fn, _, _ in entries:
+            fn(x, y)
+    for _ in tqdm(range(repeat), desc="timing training steps", disable=not progress,
+                  leave=False):
+        for label, fn, _, _ in entries:
+            t0 = time.perf_counter()
+            fn(x, y)
+            times[label].append(time.perf_counter() - t0)
+    base = float(np.median(times["unfused"]))
+    rows = []
+    for label, _, kernels, mem in entries:
+        med = float(np.median(times[label]))
+        rows.append({"variant": label, "median_ms": 1e3 * med, "images_per_s": batch / med,
+                     "speedup": base / med, "kernels": kernels, "arena_mb": mem / 1e6,
+                     "batch": batch})
+    return rows
+
+
+def format_train_table(rows: list[dict], title: str = "") -> str:
+    head = ("variant", "median ms / step", "images/s", "speedup vs unfused", "kernels",
+            "activation+gradient arena MB")
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" for _ in head) + "|")
+    for r in rows:
+        k = str(r["kernels"]) if r["kernels"] else "-"
+        mb = f"{r['arena_mb']:.1f}" if r["arena_mb"] else "-"
+        lines.append(f"| {r['variant']} | {r['median_ms']:.1f} | {r['images_per_s']:.1f} | "
+                     f"{r['speedup']:.2f}x | {k} | {mb} |")
+    return "\n".join(lines)

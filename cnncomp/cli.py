@@ -65,7 +65,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import cnncomp
     net = load_net(args.net)
     if args.train:
-        raise SystemExit("cnncomp bench --train: training is not available yet in this build")
+        from .bench import format_train_table, run_train_bench
+        rows = run_train_bench(net, batch=args.batch, repeat=args.repeat)
+        print(format_train_table(rows, f"{net.name} training step (SGD momentum), batch "
+                                       f"{args.batch}, target cpu"))
+        return 0
     rows = run_bench(net, batch=args.batch, repeat=args.repeat)
     title = f"{net.name}, batch {args.batch}, target cpu"
     print(format_table(rows, title))
