@@ -25,3 +25,16 @@ def test_demo_quick():
                        capture_output=True, text=True, timeout=900, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "speedup vs unfused" in r.stdout and "conv2d+batch_norm+add+relu" in r.stdout
+
+
+def test_train_digits_short_run(tmp_path):
+    """Three epochs: learns (well above chance), writes the plot and the model."""
+    plot, model = tmp_path / "curves.png", tmp_path / "digits.cnnc"
+    r = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_digits.py"),
+                        "--epochs", "3", "--no-progress", "--plot", str(plot),
+                        "--save", str(model)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    acc = float(r.stdout.split("test accuracy ")[1].split("%")[0])
+    assert acc > 80, r.stdout
+    assert plot.stat().st_size > 10_000 and model.exists()

@@ -26,6 +26,12 @@ def test_bench_table_plot_and_profile(tmp_path, capsys):
     assert png.stat().st_size > 1000
 
 
+def test_bench_train_times_a_training_step(capsys):
+    assert main(["bench", "lenet5", "--batch", "4", "--repeat", "1", "--train"]) == 0
+    text = capsys.readouterr().out
+    assert "training step" in text and "| unfused |" in text and "| fused |" in text
+
+
 def test_run_a_user_file(tmp_path, capsys):
     f = tmp_path / "my_net.py"
     f.write_text("import frontend as fe\n"
