@@ -59,6 +59,17 @@ def _merge(g: Graph, p: Node, u: Node) -> Optional[Node]:
     return None
 
 
+def _merge_backward(g: Graph, p: Node, u: Node) -> Optional[Node]:
+    """Training graphs: a backward op with an activation slot (batch_norm_grad) absorbs the
+    activation gradient that feeds it, reading that gradient's saved tensor itself."""
+    if (p.op is Op.ACTIVATION_GRAD and u.op is Op.BATCH_NORM_GRAD and u.inputs[0] == p.outputs[0]
+            and _has_free_activation(u) and p.outputs[0] not in u.inputs[1:]):
+        attrs = dataclasses.replace(u.attrs, activation=p.attrs.activation, alpha=p.attrs.alpha)
+        return u.replace(inputs=(p.inputs[0],) + u.inputs[1:] + (p.inputs[1],), attrs=attrs,
+                         meta=_merge_meta(p, u))
+    return None
+
+
 def _fuse_one(g: Graph) -> Optional[Graph]:
     for p in g.nodes:
         if not p.outputs:
@@ -67,7 +78,7 @@ def _fuse_one(g: Graph) -> Optional[Graph]:
         users = g.users(out)
         if out in g.outputs or len(users) != 1:
             continue
-        fused = _merge(g, p, users[0])
+        fused = _merge(g, p, users[0]) or _merge_backward(g, p, users[0])
         if fused is None:
             continue
         u = users[0]

@@ -41,3 +41,18 @@ def apply_act(v, code, alpha):
         z = np.float32(math.exp(v))
         return z / (_ONE + z)
     return np.float32(math.tanh(v))
+
+
+@numba.njit(inline="always", cache=True)
+def act_grad(g, s, code, alpha):
+    """dL/dx of activation ``code`` from dL/dy ``g`` and the saved tensor ``s``: the output
+    y for relu, sigmoid and tanh; the input x for leaky_relu (its slope may be negative)."""
+    if code == 1:
+        return g if s > _ZERO else _ZERO
+    if code == 2:
+        return g if s > _ZERO else g * alpha
+    if code == 3:
+        return g * s * (_ONE - s)
+    if code == 4:
+        return g * (_ONE - s * s)
+    return g

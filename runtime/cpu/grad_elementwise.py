@@ -15,26 +15,14 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from .activation import act_code
+from .activation import act_code, act_grad
 
 
 @numba.njit(cache=True, parallel=True)
 def _act_grad(gy, s, gx, code, alpha):
     # s: the saved output y (relu, sigmoid, tanh) or input x (leaky_relu)
     for i in prange(gy.size):
-        g = gy[i]
-        v = s[i]
-        if code == 1:
-            r = g if v > 0.0 else np.float32(0.0)
-        elif code == 2:
-            r = g if v > 0.0 else g * alpha
-        elif code == 3:
-            r = g * v * (np.float32(1.0) - v)
-        elif code == 4:
-            r = g * (np.float32(1.0) - v * v)
-        else:
-            r = g
-        gx[i] = r
+        gx[i] = act_grad(gy[i], s[i], code, alpha)
 
 
 @register_kernel("activation_grad", mode="backward")

@@ -15,7 +15,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from .activation import act_code, apply_act
+from .activation import act_code, act_grad, apply_act
 
 
 def _by_channel(a: np.ndarray) -> np.ndarray:
@@ -71,8 +71,17 @@ def bind_batch_norm_train(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
                              alpha)
 
 
+@numba.njit(cache=True, inline="always")
+def _upstream(gy, s, i, c, k, code, alpha):
+    # dL/d(bn output): gy itself, or, with a fused activation, gy through its gradient
+    g = gy[i, c, k]
+    if code == 0:
+        return g
+    return act_grad(g, s[i, c, k], code, alpha)
+
+
 @numba.njit(cache=True, parallel=True)
-def _bn_grad(gy, x, gamma, mean, invstd, gx, ggamma, gbeta):
+def _bn_grad(gy, x, gamma, mean, invstd, gx, ggamma, gbeta, s, code, alpha):
     n, c_n, p = x.shape
     m = n * p
     for c in prange(c_n):
@@ -82,7 +91,7 @@ def _bn_grad(gy, x, gamma, mean, invstd, gx, ggamma, gbeta):
         sgx = 0.0
         for i in range(n):
             for k in range(p):
-                g = gy[i, c, k]
+                g = _upstream(gy, s, i, c, k, code, alpha)
                 sg += g
                 sgx += g * (x[i, c, k] - mu)
         dbeta = sg
@@ -96,17 +105,24 @@ def _bn_grad(gy, x, gamma, mean, invstd, gx, ggamma, gbeta):
         for i in range(n):
             for k in range(p):
                 xh = (x[i, c, k] - mu) * inv
-                gx[i, c, k] = k1 * (m * gy[i, c, k] - mean_g - xh * xh_g)
+                g = _upstream(gy, s, i, c, k, code, alpha)
+                gx[i, c, k] = k1 * (m * g - mean_g - xh * xh_g)
 
 
 @register_kernel("batch_norm_grad", mode="backward")
 def bind_batch_norm_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
                          attrs: Mapping):
-    """dL/dx, dL/dgamma, dL/dbeta of training-mode batch norm (batch statistics)."""
-    gy, x, gamma, mean, invstd = ins
+    """dL/dx, dL/dgamma, dL/dbeta of training-mode batch norm (batch statistics).
+
+    With ``activation`` set (fused by fuse_epilogues), ``gy`` is the gradient of the
+    activation's output and a sixth input holds what its gradient reads (the saved
+    output, or input for leaky_relu): the activation's backward costs no extra sweep."""
+    gy, x, gamma, mean, invstd = ins[:5]
     gx, ggamma, gbeta = outs
+    code, alpha = act_code(attrs.get("activation", "none")), np.float32(attrs.get("alpha", 0.0))
     g3, x3, gx3 = _by_channel(gy), _by_channel(x), _by_channel(gx)
-    return lambda: _bn_grad(g3, x3, gamma, mean, invstd, gx3, ggamma, gbeta)
+    s3 = _by_channel(ins[5]) if code else g3
+    return lambda: _bn_grad(g3, x3, gamma, mean, invstd, gx3, ggamma, gbeta, s3, code, alpha)
 
 
 @numba.njit(cache=True, parallel=True)

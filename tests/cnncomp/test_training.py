@@ -139,6 +139,7 @@ def test_fused_training_graph_has_fewer_kernels():
     assert nf < nu
     ops = [s.ops for s in fused._executor(4)[0].program.steps]
     assert ("batch_norm", "relu") in ops  # source op names, as inference kernels report
+    assert ("activation_grad", "batch_norm_grad") in ops  # relu's backward inside BN's
 
 
 def test_training_memory_is_planned():
