@@ -207,3 +207,36 @@ def format_train_table(rows: list[dict], title: str = "") -> str:
         lines.append(f"| {r['variant']} | {r['median_ms']:.1f} | {r['images_per_s']:.1f} | "
                      f"{r['speedup']:.2f}x | {k} | {mb} |")
     return "\n".join(lines)
+
+
+def plot_history(hist: dict, path: str, title: str = "cnncomp training",
+                 target: Optional[float] = None) -> None:
+    """Loss and accuracy per epoch (train and, if present, validation) side by side."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise SystemExit("plotting needs matplotlib: pip install 'cnncomp[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(hist["epoch"], hist["loss"], label="train loss")
+    if "val_loss" in hist:
+        a.plot(hist["epoch"], hist["val_loss"], label="test loss")
+    a.set_xlabel("epoch")
+    a.set_ylabel("cross-entropy")
+    a.set_yscale("log")
+    a.legend()
+    b.plot(hist["epoch"], np.array(hist["accuracy"]) * 100, label="train")
+    if "val_accuracy" in hist:
+        b.plot(hist["epoch"], np.array(hist["val_accuracy"]) * 100, label="test")
+    if target is not None:
+        b.axhline(100 * target, color="gray", linestyle=":", label=f"{100 * target:g}%")
+    b.set_xlabel("epoch")
+    b.set_ylabel("accuracy (%)")
+    low = min(min(hist["accuracy"]), min(hist.get("val_accuracy", [1.0])))
+    b.set_ylim(max(0, 100 * low - 2), 100)
+    b.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""The ``cnncomp`` command: show, bench and run networks.
+"""The ``cnncomp`` command: show, bench, train and run networks.
 
 NET is a built-in name (lenet5, resnet18, vgg11, mobilenet, inception, ...) or a Python
 file that defines a network: a module-level ``net``, a ``build()`` function, or a single
@@ -102,6 +102,72 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_data(spec: str) -> tuple:
+    """``digits`` (bundled with scikit-learn), ``mnist:DIR`` (the four IDX files, gzipped
+    or not) or ``cifar10:DIR`` (the binary batches) -> (x_train, y_train, x_test, y_test)."""
+    from runtime import data
+    kind, _, where = spec.partition(":")
+    if kind == "digits":
+        x, y = data.load_digits()
+        return None, x, y
+    if kind == "mnist" and where:
+        def find(stem: str) -> str:
+            for name in (stem, stem + ".gz"):
+                if os.path.exists(os.path.join(where, name)):
+                    return os.path.join(where, name)
+            raise SystemExit(f"cnncomp train: {stem}[.gz] not found in {where}")
+        tr = data.read_mnist_idx(find("train-images-idx3-ubyte"), find("train-labels-idx1-ubyte"))
+        te = data.read_mnist_idx(find("t10k-images-idx3-ubyte"), find("t10k-labels-idx1-ubyte"))
+        return (te[0], te[1]), tr[0], tr[1]
+    if kind == "cifar10" and where:
+        train = [os.path.join(where, f"data_batch_{i}.bin") for i in range(1, 6)]
+        train = [f for f in train if os.path.exists(f)]
+        if not train:
+            raise SystemExit(f"cnncomp train: no data_batch_N.bin files in {where}")
+        test = os.path.join(where, "test_batch.bin")
+        held = data.read_cifar10_bin(test) if os.path.exists(test) else None
+        x, y = data.read_cifar10_bin(*train)
+        return held, x, y
+    raise SystemExit(f"cnncomp train: unknown --data {spec!r}; use digits, mnist:DIR or "
+                     "cifar10:DIR")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import cnncomp
+    from runtime import data
+    from .bench import plot_history
+    net = load_net(args.net)
+    held, x, y = load_data(args.data)
+    if held is None:
+        x, x_te, y, y_te = data.stratified_split(x, y, args.test_fraction, seed=0)
+    else:
+        x_te, y_te = held
+    want = tuple(net.to_graph().values[net.to_graph().inputs[0]].shape[1:])
+    if tuple(x.shape[1:]) != want:
+        raise SystemExit(f"cnncomp train: {net.name} takes inputs of shape {want} but the "
+                         f"{args.data} images are {tuple(x.shape[1:])}; pick a network "
+                         "built for that data (e.g. digits_cnn for digits, lenet5 for mnist)")
+    sched = cnncomp.optim.CosineLR(args.epochs) if args.cosine else None
+    opt = (cnncomp.optim.Adam(args.lr, schedule=sched) if args.optimizer == "adam" else
+           cnncomp.optim.SGD(args.lr, momentum=0.9, nesterov=True, weight_decay=args.wd,
+                             schedule=sched))
+    trainer = cnncomp.compile(net, training=True, optimizer=opt, fuse=not args.no_fuse)
+    augment = data.random_shift(1) if args.augment else None
+    hist = trainer.fit(x, y, epochs=args.epochs, batch_size=args.batch_size,
+                       validation_data=(x_te, y_te), augment=augment)
+    print(f"test accuracy {100 * hist['val_accuracy'][-1]:.2f}% on {len(y_te)} held-out images")
+    if args.plot:
+        plot_history(hist, args.plot, f"cnncomp: {net.name} on {args.data}")
+        print(f"training curves written to {args.plot}")
+    if args.save:
+        trainer.export().save(args.save)
+        print(f"inference model saved to {args.save} (cnncomp.load)")
+    if args.checkpoint:
+        trainer.save(args.checkpoint)
+        print(f"trainer checkpoint saved to {args.checkpoint} (cnncomp.load_trainer)")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="cnncomp", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -119,6 +185,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     b.add_argument("--plot", help="write a bar chart (PNG) here")
     b.add_argument("--profile", action="store_true", help="per-kernel time table")
     b.set_defaults(fn=cmd_bench)
+    t = sub.add_parser("train", help="train a network on real data (digits, MNIST, CIFAR-10)")
+    t.add_argument("net", help="e.g. digits_cnn, or a .py file")
+    t.add_argument("--data", default="digits", help="digits | mnist:DIR | cifar10:DIR")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
+    t.add_argument("--lr", type=float, default=0.05)
+    t.add_argument("--wd", type=float, default=5e-4, help="SGD weight decay")
+    t.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule")
+    t.add_argument("--augment", action="store_true", help="random 1-pixel shifts")
+    t.add_argument("--test-fraction", type=float, default=0.2,
+                   help="held-out share when the data has no test split (digits)")
+    t.add_argument("--no-fuse", action="store_true")
+    t.add_argument("--plot", help="write the training curves (PNG) here")
+    t.add_argument("--save", help="save the trained inference model (.cnnc) here")
+    t.add_argument("--checkpoint", help="save the trainer (resumable) here")
+    t.set_defaults(fn=cmd_train)
     r = sub.add_parser("run", help="compile and run on random data; print the summary")
     r.add_argument("net")
     r.add_argument("--batch", type=int, default=1)

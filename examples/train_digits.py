@@ -4,8 +4,8 @@
 
 Data: the 1797 real 8x8 digit images bundled with scikit-learn (no download). Test
 split: a seeded (seed 0), stratified 20% of the data (359 images; 1438 for training),
-made by ``runtime.data.stratified_split``. The network (conv-BN-ReLU x2, max-pool,
-conv-ReLU, max-pool, Linear-ReLU-Dropout, Linear) is compiled with training=True: one
+made by ``runtime.data.stratified_split``. The network (``frontend.zoo.digits_cnn``:
+conv-BN-ReLU x2, max-pool, conv-ReLU, max-pool, Linear-ReLU-Dropout, Linear) is compiled with training=True: one
 graph holds the forward, the loss, the backward built by the differentiate pass and
 the SGD updates, fused and memory-planned like an inference graph. Training uses
 Nesterov momentum with a cosine learning-rate schedule and random 1-pixel shifts.
@@ -17,46 +17,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 import cnncomp
-import frontend as fe
+from cnncomp.bench import plot_history
+from frontend.zoo import digits_cnn
 from runtime import data
-
-
-def build() -> fe.Sequential:
-    return fe.Sequential(
-        fe.Conv2d(32, 3, padding=1, bias=False, name="c1"), fe.BatchNorm2d(name="bn1"),
-        fe.ReLU(),
-        fe.Conv2d(64, 3, padding=1, bias=False, name="c2"), fe.BatchNorm2d(name="bn2"),
-        fe.ReLU(), fe.MaxPool2d(2),                                     # 8x8 -> 4x4
-        fe.Conv2d(64, 3, padding=1, name="c3"), fe.ReLU(), fe.MaxPool2d(2),  # -> 2x2
-        fe.Flatten(), fe.Linear(128, name="fc1"), fe.ReLU(), fe.Dropout(0.25),
-        fe.Linear(10, name="fc2"),
-        input_shape=(1, 8, 8), name="digits_cnn", seed=0)
-
-
-def plot_history(hist: dict, path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(hist["epoch"], hist["loss"], label="train loss")
-    a.plot(hist["epoch"], hist["val_loss"], label="test loss")
-    a.set_xlabel("epoch")
-    a.set_ylabel("cross-entropy")
-    a.set_yscale("log")
-    a.legend()
-    b.plot(hist["epoch"], np.array(hist["accuracy"]) * 100, label="train (augmented)")
-    b.plot(hist["epoch"], np.array(hist["val_accuracy"]) * 100, label="test")
-    b.axhline(98, color="gray", linestyle=":", label="98%")
-    b.set_xlabel("epoch")
-    b.set_ylabel("accuracy (%)")
-    b.set_ylim(80, 100)
-    b.legend()
-    fig.suptitle("cnncomp: LeNet-style CNN on scikit-learn digits")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -75,7 +39,7 @@ def main() -> None:
     x_train, x_test, y_train, y_test = data.stratified_split(x, y, 0.2, seed=0)
     print(f"digits: {len(x_train)} train / {len(x_test)} test images, 8x8, 10 classes")
 
-    net = build()
+    net = digits_cnn()
     opt = cnncomp.optim.SGD(lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4,
                             schedule=cnncomp.optim.CosineLR(t_max=args.epochs))
     t0 = time.perf_counter()
@@ -94,10 +58,11 @@ def main() -> None:
     print("inference kernels:", ", ".join("+".join(k.ops) for k in model.kernels))
     if args.plot:
         try:
-            plot_history(hist, args.plot)
+            plot_history(hist, args.plot, "cnncomp: LeNet-style CNN on scikit-learn digits",
+                         target=0.98)
             print(f"training curves saved to {args.plot}")
-        except ImportError:
-            print("matplotlib is not installed: pip install 'cnncomp[plot]' for the plot")
+        except SystemExit as e:
+            print(e)
     if args.save:
         model.save(args.save)
         print(f"model saved to {args.save} (load with cnncomp.load)")

@@ -183,10 +183,22 @@ def inception_block(channels: int = 16, hw: int = 8, seed: int = 0,
 
 # --------------------------------------------------------------------------- lookup
 
+def digits_cnn(seed: int = 0) -> Model:
+    """A LeNet-style CNN for scikit-learn's 8x8 digits (examples/train_digits.py):
+    conv-BN-ReLU x2, max-pool, conv-ReLU, max-pool, Linear-ReLU-Dropout, Linear."""
+    return Sequential(
+        L.Conv2d(32, 3, padding=1, bias=False, name="c1"), L.BatchNorm2d(name="bn1"), L.ReLU(),
+        L.Conv2d(64, 3, padding=1, bias=False, name="c2"), L.BatchNorm2d(name="bn2"), L.ReLU(),
+        L.MaxPool2d(2),                                                    # 8x8 -> 4x4
+        L.Conv2d(64, 3, padding=1, name="c3"), L.ReLU(), L.MaxPool2d(2),   # -> 2x2
+        L.Flatten(), L.Linear(128, name="fc1"), L.ReLU(), L.Dropout(0.25),
+        L.Linear(10, name="fc2"), input_shape=(1, 8, 8), name="digits_cnn", seed=seed)
+
+
 BUILTIN: dict[str, Callable[..., Model]] = {
     "lenet5": lenet5, "alexnet": alexnet_cifar, "vgg11": vgg11_bn_cifar, "vgg16": vgg16_cifar,
     "resnet18": resnet18_cifar, "resnet18_224": resnet18_224,
-    "mobilenet": mobilenet_v1_cifar, "inception": inception_cifar,
+    "mobilenet": mobilenet_v1_cifar, "inception": inception_cifar, "digits_cnn": digits_cnn,
 }
 
 

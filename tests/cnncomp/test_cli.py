@@ -32,6 +32,21 @@ def test_bench_train_times_a_training_step(capsys):
     assert "training step" in text and "| unfused |" in text and "| fused |" in text
 
 
+def test_train_digits_writes_model_plot_and_checkpoint(tmp_path, capsys):
+    png, model, ckpt = tmp_path / "c.png", tmp_path / "m.cnnc", tmp_path / "t.cnnc"
+    assert main(["train", "digits_cnn", "--epochs", "1", "--plot", str(png), "--save",
+                 str(model), "--checkpoint", str(ckpt)]) == 0
+    assert "test accuracy" in capsys.readouterr().out
+    assert png.stat().st_size > 1000
+    import cnncomp
+    assert cnncomp.load(str(model)).kernels and cnncomp.load_trainer(str(ckpt)).steps == 44
+
+
+def test_train_refuses_mismatched_data():
+    with pytest.raises(SystemExit, match=r"takes inputs of shape \(1, 28, 28\)"):
+        main(["train", "lenet5", "--epochs", "1"])
+
+
 def test_run_a_user_file(tmp_path, capsys):
     f = tmp_path / "my_net.py"
     f.write_text("import frontend as fe\n"
