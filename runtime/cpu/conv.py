@@ -3,7 +3,8 @@
 Three paths, picked once at bind time:
 * 1x1, stride 1, no padding, groups 1: a GEMM per image, weight (O, C) @ x (C, H*W).
 * groups 1 otherwise: im2col per image into a scratch matrix (C*kh*kw, OH*OW), then a
-  BLAS GEMM straight into the output. Measured here, BLAS beats auto-vectorized direct
+  BLAS GEMM straight into the output. Deep layers with few pixels per image im2col
+  several images side by side so one GEMM is not skinny (``images_per_gemm``). Measured here, BLAS beats auto-vectorized direct
   loops 3-5x; the blocked NCHW16c kernel (conv_nchwc.py) is the fast path beyond that.
 * grouped and depthwise: a direct loop per (image, output channel) whose inner loop runs
   over a contiguous output row, with the valid range of columns computed per kernel tap
@@ -21,6 +22,15 @@ from numba import prange
 
 from ..registry import register_kernel
 from .activation import act_code, apply_act
+
+CHUNK_FLOATS = 1 << 21  # 8 MiB of im2col scratch per GEMM
+
+
+def images_per_gemm(n: int, rows: int, pixels: int) -> int:
+    """How many images' im2col columns one GEMM takes: deep layers have few pixels per
+    image, so a GEMM per image is skinny (K = 16 at 4x4) and slow in BLAS; batching
+    images up to CHUNK_FLOATS of scratch makes it square enough."""
+    return max(1, min(n, CHUNK_FLOATS // max(rows * pixels, 1)))
 
 
 @numba.njit(cache=True, inline="always")
@@ -126,22 +136,47 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
         return lambda: _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
                                sh, sw, pt, pl, dh, dw, groups)
 
-    w2 = w.reshape(o_n, c * kh * kw)
-    out3 = out.reshape(n, o_n, oh * ow)
+    rows, p = c * kh * kw, oh * ow
+    w2 = w.reshape(o_n, rows)
+    out3 = out.reshape(n, o_n, p)
     res3 = res.reshape(res.shape[0], res.shape[1], -1)
     plain = not has_bias and not has_res and code == 0
     pointwise = (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
     x3 = x.reshape(n, c, h * wd)
-    col = None if pointwise else np.empty((c * kh * kw, oh * ow), np.float32)
+    ch = images_per_gemm(n, rows, p)
+    col_buf = None if pointwise and ch == 1 else np.empty(rows * ch * p, np.float32)
+    out_buf = np.empty(o_n * ch * p, np.float32) if ch > 1 else None
 
-    def run():
+    def epilogue(i0: int, k: int) -> None:
+        if not plain:
+            for i in range(i0, i0 + k):
+                _epilogue(out3[i], bias, has_bias, res3[i] if has_res else res3[0], has_res,
+                          code, alpha)
+
+    col1 = None if col_buf is None else col_buf[:rows * p].reshape(rows, p)
+
+    def run_per_image():
         for i in range(n):
             if pointwise:
                 np.matmul(w2, x3[i], out=out3[i])
             else:
-                _im2col(x[i], col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-                np.matmul(w2, col, out=out3[i])
-            if not plain:
-                _epilogue(out3[i], bias, has_bias, res3[i] if has_res else res3[0], has_res,
-                          code, alpha)
-    return run
+                _im2col(x[i], col1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+                np.matmul(w2, col1, out=out3[i])
+            epilogue(i, 1)
+
+    def run_batched():
+        # deep layers: few pixels per image, so one GEMM covers several images
+        for i0 in range(0, n, ch):
+            k = min(ch, n - i0)
+            col = col_buf[:rows * k * p].reshape(rows, k * p)
+            if pointwise:
+                np.copyto(col.reshape(c, k, p), x3[i0:i0 + k].transpose(1, 0, 2))
+            else:
+                for j in range(k):
+                    _im2col(x[i0 + j], col[:, j * p:(j + 1) * p], kh, kw, sh, sw, pt, pl, dh,
+                            dw, oh, ow)
+            prod = out_buf[:o_n * k * p].reshape(o_n, k * p)
+            np.matmul(w2, col, out=prod)
+            np.copyto(out3[i0:i0 + k], prod.reshape(o_n, k, p).transpose(1, 0, 2))
+            epilogue(i0, k)
+    return run_batched if ch > 1 else run_per_image

@@ -1,8 +1,9 @@
 """Backward kernels of Conv2d and Linear (NCHW): input, weight and bias gradients.
 
-groups == 1 uses the forward's im2col and BLAS: per image, the weight gradient
-accumulates gy (O, P) @ col.T (P, C*kh*kw) and the input gradient is col2im of
-W.T (C*kh*kw, O) @ gy (O, P). Grouped and depthwise convolutions use direct loops,
+groups == 1 uses the forward's im2col and BLAS: per group of images (as many as
+``images_per_gemm`` allows, so deep layers get square GEMMs), the weight gradient
+accumulates gy (O, k*P) @ col.T (k*P, C*kh*kw) and the input gradient is col2im of
+W.T (C*kh*kw, O) @ gy (O, k*P). Grouped and depthwise convolutions use direct loops,
 parallel over what each task owns alone (output channel for the weight gradient, input
 channel of one image for the input gradient), so no two threads ever write one element.
 """
@@ -15,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from .conv import _im2col, _valid_range
+from .conv import _im2col, _valid_range, images_per_gemm
 
 
 def _conv_attrs(attrs: Mapping) -> tuple:
@@ -94,6 +95,11 @@ def _pointwise(kh, kw, sh, sw, pt, pl, pb, pr) -> bool:
     return (kh, kw, sh, sw, pt, pl, pb, pr) == (1, 1, 1, 1, 0, 0, 0, 0)
 
 
+def _prefix(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """A C-contiguous (rows, cols) view of the start of a flat scratch buffer."""
+    return buf[:rows * cols].reshape(rows, cols)
+
+
 @register_kernel("conv2d_grad_input", mode="backward")
 def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
                            attrs: Mapping):
@@ -104,21 +110,28 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
     _, o_n, oh, ow = gy.shape
     if groups != 1:
         return lambda: _grad_input_direct(gy, w, gx, sh, sw, pt, pl, dh, dw, groups)
-    wt = w.reshape(o_n, c * kh * kw).T
-    gy3 = gy.reshape(n, o_n, oh * ow)
-    if _pointwise(kh, kw, sh, sw, pt, pl, pb, pr):
-        gx3 = gx.reshape(n, c, h * wd)
-
-        def run_pointwise():
-            for i in range(n):
-                np.dot(wt, gy3[i], out=gx3[i])
-        return run_pointwise
-    col = np.empty((c * kh * kw, oh * ow), np.float32)
+    rows, p = c * kh * kw, oh * ow
+    wt = w.reshape(o_n, rows).T
+    gy3 = gy.reshape(n, o_n, p)
+    gx3 = gx.reshape(n, c, h * wd)
+    pointwise = _pointwise(kh, kw, sh, sw, pt, pl, pb, pr)
+    ch = images_per_gemm(n, rows, p)
+    gyc_buf = np.empty(o_n * ch * p, np.float32)
+    col_buf = np.empty(rows * ch * p, np.float32)
 
     def run():
-        for i in range(n):
-            np.dot(wt, gy3[i], out=col)
-            _col2im(col, gx[i], kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+        for i0 in range(0, n, ch):
+            k = min(ch, n - i0)
+            gyc = _prefix(gyc_buf, o_n, k * p)
+            col = _prefix(col_buf, rows, k * p)
+            np.copyto(gyc.reshape(o_n, k, p), gy3[i0:i0 + k].transpose(1, 0, 2))
+            np.dot(wt, gyc, out=col)  # (C*kh*kw, k*P): every tap's contribution
+            if pointwise:
+                np.copyto(gx3[i0:i0 + k], col.reshape(c, k, p).transpose(1, 0, 2))
+                continue
+            for j in range(k):
+                _col2im(col[:, j * p:(j + 1) * p], gx[i0 + j], kh, kw, sh, sw, pt, pl, dh, dw,
+                        oh, ow)
     return run
 
 
@@ -132,24 +145,32 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     _, o_n, oh, ow = gy.shape
     if groups != 1:
         return lambda: _grad_weight_direct(x, gy, gw, sh, sw, pt, pl, dh, dw, groups)
-    gw2 = gw.reshape(o_n, c * kh * kw)
-    gy3 = gy.reshape(n, o_n, oh * ow)
+    rows, p = c * kh * kw, oh * ow
+    gw2 = gw.reshape(o_n, rows)
+    gy3 = gy.reshape(n, o_n, p)
+    x3 = x.reshape(n, c, h * wd)
     tmp = np.empty_like(gw2)
     pointwise = _pointwise(kh, kw, sh, sw, pt, pl, pb, pr)
-    x3 = x.reshape(n, c, h * wd)
-    col = None if pointwise else np.empty((c * kh * kw, oh * ow), np.float32)
+    ch = images_per_gemm(n, rows, p)
+    gyc_buf = np.empty(o_n * ch * p, np.float32)
+    col_buf = np.empty(rows * ch * p, np.float32)
 
     def run():
-        for i in range(n):
+        for i0 in range(0, n, ch):
+            k = min(ch, n - i0)
+            gyc = _prefix(gyc_buf, o_n, k * p)
+            col = _prefix(col_buf, rows, k * p)
+            np.copyto(gyc.reshape(o_n, k, p), gy3[i0:i0 + k].transpose(1, 0, 2))
             if pointwise:
-                src = x3[i]
+                np.copyto(col.reshape(c, k, p), x3[i0:i0 + k].transpose(1, 0, 2))
             else:
-                _im2col(x[i], col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-                src = col
-            if i == 0:
-                np.dot(gy3[i], src.T, out=gw2)
+                for j in range(k):
+                    _im2col(x[i0 + j], col[:, j * p:(j + 1) * p], kh, kw, sh, sw, pt, pl, dh,
+                            dw, oh, ow)
+            if i0 == 0:
+                np.dot(gyc, col.T, out=gw2)
             else:
-                np.dot(gy3[i], src.T, out=tmp)
+                np.dot(gyc, col.T, out=tmp)
                 np.add(gw2, tmp, out=gw2)
     return run
 

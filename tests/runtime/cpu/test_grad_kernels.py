@@ -76,6 +76,36 @@ def test_conv2d_grads(case):
     assert rel_err(gb, tb.grad.numpy()) < TOL
 
 
+@pytest.mark.parametrize("pointwise", [False, True])
+def test_conv2d_images_batched_into_one_gemm(monkeypatch, pointwise):
+    """Deep layers im2col several images per GEMM; force 2 per GEMM over a batch of 5
+    (chunks 2, 2, 1) and check forward and both gradients."""
+    from runtime.cpu import conv
+    k = 1 if pointwise else 3
+    rows, p = 3 * k * k, 4 * 5
+    monkeypatch.setattr(conv, "CHUNK_FLOATS", 2 * rows * p)
+    r = rng(20)
+    x = r.standard_normal((5, 3, 4, 5)).astype(np.float32)
+    wt = r.standard_normal((4, 3, k, k)).astype(np.float32)
+    pads = (0, 0, 0, 0) if pointwise else (1, 1, 1, 1)
+    tx, tw = t64(x, True), t64(wt, True)
+    y = F.conv2d(pad(tx, pads), tw)
+    gy = r.standard_normal(tuple(y.shape)).astype(np.float32)
+    y.backward(t64(gy))
+    fwd = dict(out_channels=4, kernel_size=(k, k), stride=(1, 1), padding=pads,
+               dilation=(1, 1), groups=1, bias=False, activation="relu", alpha=0.0,
+               residual=False)
+    out = run_kernel("conv2d", [x, wt], y.shape, fwd)
+    assert rel_err(out, F.relu(y).detach().numpy()) < TOL
+    fwd["activation"] = "none"
+    gx = run_kernel("conv2d_grad_input", [gy, wt], x.shape, {"fwd": fwd, "shape": x.shape[1:]},
+                    mode="backward")
+    gw = run_kernel("conv2d_grad_weight", [x, gy], wt.shape, {"fwd": fwd, "shape": wt.shape},
+                    mode="backward")
+    assert rel_err(gx, tx.grad.numpy()) < TOL
+    assert rel_err(gw, tw.grad.numpy()) < TOL
+
+
 @pytest.mark.parametrize("n,f,o", [(1, 7, 3), (5, 16, 10), (33, 65, 17)])
 def test_linear_grads(n, f, o):
     r = rng(2)
