@@ -10,7 +10,7 @@ from .ir import Graph
 from .passes import DumpInstrument, PassContext, PassManager, VerifyInstrument, default_pipeline
 
 TARGETS = ("cpu", "cuda")
-LAYOUTS = ("auto", "NCHW", "NCHWc")
+LAYOUTS = ("auto", "NCHW", "NHWC", "NCHWc")
 
 
 def _as_graph(net: Any) -> Graph:

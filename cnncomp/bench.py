@@ -39,6 +39,7 @@ def variants_for(net: Any, target: str = "cpu") -> list[tuple[str, dict]]:
             others = [q for q in fusion if q != p]
             out.append((f"only {p}", dict(fuse=True, disable=others)))
     out += [("fused, layout=NCHW", dict(fuse=True, layout="NCHW")),
+            ("fused, layout=NHWC", dict(fuse=True, layout="NHWC")),
             ("fused, layout=NCHWc", dict(fuse=True, layout="NCHWc"))]
     return out
 

@@ -45,6 +45,8 @@ def _kernel_layout(n: Node, g: Graph) -> str:
     if n.op is Op.LAYOUT_TRANSFORM:
         return n.attrs.dst if n.attrs.src == "NCHW" else n.attrs.src
     layout = g.values[(n.outputs or n.inputs)[0]].layout
+    if layout in ("NC", "") and n.inputs and len(g.values[n.inputs[0]].shape) == 4:
+        layout = g.values[n.inputs[0]].layout  # a reduction to (N, C): its input's layout
     return "NCHW" if layout in ("NCHW", "NC", "") else layout
 
 

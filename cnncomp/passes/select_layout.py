@@ -1,8 +1,8 @@
 """select_layout: choose each value's physical layout and insert the fewest conversions.
 
-Layouts: "NCHW" (PyTorch's) and "NCHW16c" (channels in blocks of 16, the vector width
-of AVX-512: an (N, C, H, W) tensor is stored as (N, ceil(C/16), H, W, 16), padded
-channels zero). The IR keeps every value's logical NCHW shape; only ``Value.layout``
+Layouts: "NCHW" (PyTorch's), "NHWC" (channels last) and "NCHW16c" (channels in blocks
+of 16, the vector width of AVX-512: an (N, C, H, W) tensor is stored as
+(N, ceil(C/16), H, W, 16), padded channels zero). The IR keeps every value's logical NCHW shape; only ``Value.layout``
 changes, and lowering derives the physical buffer shape from it.
 
 An op can run blocked when the runtime registers a kernel for it in that layout, or when
@@ -22,6 +22,7 @@ from ..ops import LayoutTransformAttrs, Op, op_def
 from . import PassContext, graph_pass
 
 BLOCKED = "NCHW16c"
+NHWC = "NHWC"
 BLOCK = 16
 # zero-preserving activations: f(0) == 0, so the padded channels stay zero
 _ZERO_SAFE_ACTS = ("none", "relu", "leaky_relu", "tanh")
@@ -31,7 +32,7 @@ _FLAT_OPS = {Op.RELU, Op.LEAKY_RELU, Op.TANH, Op.DROPOUT, Op.ADD}
 # BLAS) ran 42-54 GFLOP/s and the NCHW16c kernel 130-180 GFLOP/s on ResNet-18's layers
 # at batch 32 (benchmarks/results/conv_kernels.md); a layout transform moved ~4 GB/s.
 # The blocked kernel also computes the padding channels, which the model charges for.
-GFLOPS = {"NCHW": 45.0, BLOCKED: 150.0}
+GFLOPS = {"NCHW": 45.0, BLOCKED: 150.0, NHWC: 45.0}
 TRANSFORM_GBPS = 4.0
 
 
@@ -39,14 +40,20 @@ def _padded(c: int) -> int:
     return -(-c // BLOCK) * BLOCK
 
 
-def _blocked_kernels(target: str) -> set[str]:
-    return {k.op for k in registered(target) if k.layout == BLOCKED and k.mode == "forward"}
+def _blocked_kernels(target: str, layout: str = BLOCKED) -> set[str]:
+    return {k.op for k in registered(target) if k.layout == layout and k.mode == "forward"}
 
 
-def can_block(g: Graph, n: Node, kernels: set[str]) -> bool:
-    """Can node ``n`` read and write NCHW16c?"""
+def can_block(g: Graph, n: Node, kernels: set[str], layout: str = BLOCKED) -> bool:
+    """Can node ``n`` read and write ``layout`` (NCHW16c or NHWC)?"""
     if any(len(g.values[i].shape) != 4 for i in n.inputs if g.values[i].kind != PARAM):
         return False
+    if layout == NHWC:  # no padding channels: every kernel registered for NHWC will do
+        if n.op is Op.CONCAT:
+            return n.attrs.axis == 1 and "concat" in kernels
+        if n.op is Op.GLOBAL_AVG_POOL2D:
+            return "global_avg_pool2d" in kernels
+        return n.op.value in kernels and len(g.values[n.outputs[0]].shape) == 4
     if getattr(n.attrs, "activation", "none") not in _ZERO_SAFE_ACTS:
         return False
     if n.op in _FLAT_OPS:
@@ -83,15 +90,17 @@ def _regions(g: Graph, eligible: set[str]) -> list[set[str]]:
     return list(groups.values())
 
 
-def _value_bytes(v: Value) -> int:
-    """Bytes per sample of a value in NCHW plus its blocked copy (padded channels)."""
+def _value_bytes(v: Value, layout: str = BLOCKED) -> int:
+    """Bytes per sample of a value in NCHW plus its copy in ``layout`` (padded channels)."""
     dims = list(v.concrete_shape(1))
-    blocked = dims[:1] + [_padded(dims[1])] + dims[2:] if len(dims) == 4 else dims
+    blocked = dims[:1] + [_padded(dims[1])] + dims[2:] \
+        if len(dims) == 4 and layout == BLOCKED else dims
     return 2 * math.prod(dims) + 2 * math.prod(blocked)
 
 
-def region_gain(g: Graph, region: set[str]) -> float:
-    """Modelled seconds saved per sample by running ``region`` blocked (minus conversions)."""
+def region_gain(g: Graph, region: set[str], layout: str = BLOCKED) -> float:
+    """Modelled seconds saved per sample by running ``region`` in ``layout`` (minus
+    conversions)."""
     gain = 0.0
     boundary: set[str] = set()
     for n in g.nodes:
@@ -101,10 +110,10 @@ def region_gain(g: Graph, region: set[str]) -> float:
                 out = g.values[n.outputs[0]].concrete_shape(1)
                 flops = op_def(n.op).flops(n.attrs, [x], out)
                 c, o = x[1], out[1]
-                waste = _padded(o) / o
-                if n.attrs.groups == 1:
+                waste = _padded(o) / o if layout == BLOCKED else 1.0
+                if n.attrs.groups == 1 and layout == BLOCKED:
                     waste *= _padded(c) / c
-                gain += flops / 1e9 * (1 / GFLOPS["NCHW"] - waste / GFLOPS[BLOCKED])
+                gain += flops / 1e9 * (1 / GFLOPS["NCHW"] - waste / GFLOPS[layout])
             for i in n.inputs:
                 p = g.producer(i)
                 if g.values[i].kind != PARAM and (p is None or p.name not in region):
@@ -118,7 +127,7 @@ def region_gain(g: Graph, region: set[str]) -> float:
         p = g.producer(o)
         if p is not None and p.name in region:
             boundary.add(o)
-    cost = sum(_value_bytes(g.values[v]) for v in boundary) / (TRANSFORM_GBPS * 1e9)
+    cost = sum(_value_bytes(g.values[v], layout) for v in boundary) / (TRANSFORM_GBPS * 1e9)
     return gain - cost
 
 
@@ -129,8 +138,8 @@ def _transform(name: str, out: str, src_value: str, src: str, dst: str,
                 LayoutTransformAttrs(src, dst), Meta(ops=("layout_transform",), layers=layers))
 
 
-def assign_layouts(g: Graph, blocked: set[str]) -> Graph:
-    """Rewrite ``g`` so nodes in ``blocked`` run NCHW16c, inserting conversions at edges."""
+def assign_layouts(g: Graph, blocked: set[str], layout: str = BLOCKED) -> Graph:
+    """Rewrite ``g`` so nodes in ``blocked`` run ``layout``, inserting conversions at edges."""
     values = dict(g.values)
     nodes: list[Node] = []
     converted: dict[tuple[str, str], str] = {}  # (value, layout) -> converted value name
@@ -152,7 +161,7 @@ def assign_layouts(g: Graph, blocked: set[str]) -> Graph:
         return converted[key]
 
     for n in g.nodes:
-        want = BLOCKED if n.name in blocked else "NCHW"
+        want = layout if n.name in blocked else "NCHW"
         ins = tuple(convert(i, want, n.name) if len(values[i].shape) == 4 else i
                     for i in n.inputs)
         outs, to_nchw = [], []
@@ -171,27 +180,41 @@ def assign_layouts(g: Graph, blocked: set[str]) -> Graph:
             outs.append(o)
         nodes.append(n.replace(inputs=ins, outputs=tuple(outs)))
         for o, inner in to_nchw:
-            nodes.append(_transform(f"{o}__to_NCHW", o, inner, BLOCKED, "NCHW", (n.name,)))
+            nodes.append(_transform(f"{o}__to_NCHW", o, inner, layout, "NCHW", (n.name,)))
             layout_of[o] = "NCHW"
     return g.replace(nodes=nodes, values=values)
 
 
-@graph_pass("select_layout", opt_level=2, provides=("layouts",))
-def select_layout(g: Graph, ctx: PassContext) -> Graph:
-    """Run convolution regions in NCHW16c when the cost model says it pays (CPU only:
-    the CUDA kernels are NCHW, so target 'cuda' keeps every value NCHW)."""
-    if ctx.layout == "NCHW" or ctx.training or ctx.target != "cpu":
-        return g
-    kernels = _blocked_kernels(ctx.target)
+def _plan(g: Graph, target: str, layout: str, forced: bool) -> tuple[set[str], float]:
+    """Nodes to run in ``layout`` and the modelled gain (s/sample) of doing so."""
+    kernels = _blocked_kernels(target, layout)
     if "conv2d" not in kernels or "layout_transform" not in kernels:
-        return g
-    eligible = {n.name for n in g.nodes if can_block(g, n, kernels)}
+        return set(), 0.0
+    eligible = {n.name for n in g.nodes if can_block(g, n, kernels, layout)}
     regions = [r for r in _regions(g, eligible)
                if any(g.node(n).op is Op.CONV2D for n in r)]
-    if ctx.layout != "NCHWc":
-        regions = [r for r in regions if region_gain(g, r) > 0]
-    blocked = set().union(*regions) if regions else set()
-    return assign_layouts(g, blocked) if blocked else g
+    gains = [region_gain(g, r, layout) for r in regions]
+    keep = [(r, gain) for r, gain in zip(regions, gains) if forced or gain > 0]
+    return set().union(*(r for r, _ in keep)) if keep else set(), sum(gn for _, gn in keep)
+
+
+@graph_pass("select_layout", opt_level=2, provides=("layouts",))
+def select_layout(g: Graph, ctx: PassContext) -> Graph:
+    """Run convolution regions in NCHW16c or NHWC when the cost model says it pays (CPU
+    only: the CUDA kernels are NCHW, so target 'cuda' keeps every value NCHW; training
+    keeps NCHW, where its backward kernels are)."""
+    if ctx.layout == "NCHW" or ctx.training or ctx.target != "cpu":
+        return g
+    if ctx.layout in ("NCHWc", NHWC):
+        layout = BLOCKED if ctx.layout == "NCHWc" else NHWC
+        nodes, _ = _plan(g, ctx.target, layout, forced=True)
+    else:  # auto: the layout whose regions the cost model rates best
+        options = [(layout, *_plan(g, ctx.target, layout, forced=False))
+                   for layout in (BLOCKED, NHWC)]
+        layout, nodes, gain = max(options, key=lambda o: o[2])
+        if gain <= 0:
+            return g
+    return assign_layouts(g, nodes, layout) if nodes else g
 
 
 def physical_shape(shape: tuple, layout: str) -> tuple:
@@ -199,5 +222,8 @@ def physical_shape(shape: tuple, layout: str) -> tuple:
     if layout == BLOCKED:
         n, c, h, w = shape
         return (n, -(-c // BLOCK), h, w, BLOCK)
+    if layout == NHWC:
+        n, c, h, w = shape
+        return (n, h, w, c)
     return tuple(shape)
 

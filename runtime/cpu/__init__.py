@@ -39,5 +39,6 @@ numba.config.THREADING_LAYER = _select_threading_layer()
 
 from . import (conv, conv_blocked, elementwise, layout, linear, norm,  # noqa: E402,F401
                pool)  # (each registers its kernels on import)
+from . import nhwc  # noqa: E402,F401  (channels-last kernels)
 from . import (grad_conv, grad_elementwise, grad_norm, grad_pool,  # noqa: E402,F401
                optim)  # training: backward, loss and optimizer-update kernels

@@ -71,7 +71,7 @@ def test_sigmoid_breaks_the_blocked_region():
 
 
 @needs_blocked
-@pytest.mark.parametrize("layout", ["NCHW", "NCHWc", "auto"])
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NCHWc", "auto"])
 @pytest.mark.parametrize("batch", [1, 3])
 def test_every_layout_gives_the_same_outputs(layout, batch):
     net = chain(c=20)
@@ -79,5 +79,37 @@ def test_every_layout_gives_the_same_outputs(layout, batch):
     m = cnncomp.compile(net, layout=layout, verify=True)
     x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
     assert rel_err(m(x), ref(x)) < 1e-5
+    transforms = sum(k.op == "layout_transform" for k in m.kernels)
     if layout == "NCHWc":
-        assert sum(k.op == "layout_transform" for k in m.kernels) == 2
+        assert transforms == 2
+    if layout == "NHWC":  # the whole conv region, GAP included: one conversion, in
+        assert transforms == 1 and {k.name: k.layout for k in m.kernels}["gap"] == "NHWC"
+
+
+def zoo_like():
+    """Inception-style concat, depthwise and grouped convs, pooling, sigmoid, LRN."""
+    x = fe.Input((6, 9, 9), name="x")
+    a = fe.ReLU()(fe.BatchNorm2d()(fe.Conv2d(8, 1)(x)))
+    b = fe.Sigmoid()(fe.Conv2d(6, 3, padding=(1, 2), dilation=(1, 2), groups=3)(x))
+    c = fe.Conv2d(4, 1)(fe.MaxPool2d(3, stride=1, padding=1)(x))
+    h = fe.Concat()(a, b, c)
+    h = fe.Conv2d(18, 3, stride=2, groups=18, padding=1)(h)
+    h = fe.AvgPool2d(2, ceil_mode=True, count_include_pad=False)(h)
+    h = fe.LocalResponseNorm(3)(h)
+    h = fe.Add()(fe.Conv2d(18, 1)(h), h)
+    return fe.Model(x, fe.Linear(5)(fe.Flatten()(h)), name="zoo_like")
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHWc"])
+@pytest.mark.parametrize("batch", [1, 2])
+def test_layouts_agree_on_a_mixed_network(layout, batch):
+    net = zoo_like()
+    ref = cnncomp.compile(net, layout="NCHW", fuse=False)
+    m = cnncomp.compile(net, layout=layout, verify=True)
+    x = np.random.default_rng(batch).standard_normal((batch, 6, 9, 9)).astype(np.float32)
+    assert rel_err(m(x), ref(x)) < 1e-5
+    assert layout.replace("NCHWc", BLOCKED) in {k.layout for k in m.kernels}
+
+
+def test_physical_shape_nhwc():
+    assert physical_shape((2, 17, 5, 6), "NHWC") == (2, 5, 6, 17)

@@ -1,0 +1,249 @@
+"""Channels-last (NHWC) CPU kernels: the layout TensorFlow and cuDNN's fast paths use.
+
+In NHWC a pixel's channels are contiguous, so convolution as a GEMM needs no transpose
+at all: the im2col rows of a batch of images, (N*OH*OW, kh*kw*C), times the weight
+packed once at bind as (kh*kw*C, O), is the output (N*OH*OW, O) in place. Per-channel
+work (bias, BN scale/shift, pooling windows) runs along the contiguous channel axis.
+Ops without an NHWC kernel here (LRN, softmax, LP pooling, Flatten) make select_layout
+convert back to NCHW before them.
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numba
+import numpy as np
+from numba import prange
+
+from ..registry import register_kernel
+from .activation import act_code, apply_act
+from .conv import CHUNK_FLOATS
+from .elementwise import bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
+from .linear import bind_concat
+
+NHWC = "NHWC"
+
+# elementwise ops work on the flat buffer whatever the layout
+for _op, _bind in [("relu", bind_relu), ("tanh", bind_tanh), ("leaky_relu", bind_leaky_relu),
+                   ("sigmoid", bind_sigmoid), ("dropout", bind_dropout), ("add", bind_add)]:
+    register_kernel(_op, "cpu", NHWC)(_bind)
+
+
+@register_kernel("layout_transform", "cpu", NHWC)
+def bind_layout_transform_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                               attrs: Mapping):
+    src, dst = attrs["src"], attrs["dst"]
+    x, out = ins[0], outs[0]
+    if (src, dst) == ("NCHW", NHWC):
+        return lambda: np.copyto(out, x.transpose(0, 2, 3, 1))
+    if (src, dst) == (NHWC, "NCHW"):
+        return lambda: np.copyto(out, x.transpose(0, 3, 1, 2))
+    raise ValueError(f"layout_transform: no conversion from {src} to {dst}")
+
+
+@numba.njit(cache=True, parallel=True)
+def _im2col_nhwc(x, col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    # x: (k, H, W, C) -> col: (k*OH*OW, kh*kw*C), taps outside the input are zero
+    n_img, h, w, c = x.shape
+    for r in prange(n_img * oh):
+        n = r // oh
+        i = r % oh
+        for j in range(ow):
+            row = (n * oh + i) * ow + j
+            for a in range(kh):
+                y = i * sh - pt + a * dh
+                for b in range(kw):
+                    z = j * sw - pl + b * dw
+                    base = (a * kw + b) * c
+                    if y < 0 or y >= h or z < 0 or z >= w:
+                        for q in range(c):
+                            col[row, base + q] = 0.0
+                    else:
+                        for q in range(c):
+                            col[row, base + q] = x[n, y, z, q]
+
+
+@numba.njit(cache=True, parallel=True)
+def _epilogue_rows(out, bias, has_bias, res, has_res, code, alpha):
+    rows, o_n = out.shape
+    for r in prange(rows):
+        for o in range(o_n):
+            v = out[r, o]
+            if has_bias:
+                v += bias[o]
+            if has_res:
+                v += res[r, o]
+            out[r, o] = apply_act(v, code, alpha)
+
+
+@numba.njit(cache=True, parallel=True)
+def _conv_direct_nhwc(x, w, out, bias, has_bias, res, has_res, code, alpha,
+                      sh, sw, pt, pl, dh, dw, groups):
+    # grouped and depthwise: w (O, C/groups, kh, kw); inner loop over contiguous channels
+    n_img, h, wd, c_in = x.shape
+    o_n, cg, kh, kw = w.shape
+    _, oh, ow, _ = out.shape
+    og = o_n // groups
+    for t in prange(n_img * oh):
+        n = t // oh
+        i = t % oh
+        acc = np.zeros(o_n, np.float32)
+        for j in range(ow):
+            acc[:] = 0.0
+            for a in range(kh):
+                y = i * sh - pt + a * dh
+                if y < 0 or y >= h:
+                    continue
+                for b in range(kw):
+                    z = j * sw - pl + b * dw
+                    if z < 0 or z >= wd:
+                        continue
+                    for o in range(o_n):
+                        g0 = (o // og) * cg
+                        s = acc[o]
+                        for q in range(cg):
+                            s += w[o, q, a, b] * x[n, y, z, g0 + q]
+                        acc[o] = s
+            for o in range(o_n):
+                v = acc[o]
+                if has_bias:
+                    v += bias[o]
+                if has_res:
+                    v += res[n, i, j, o]
+                out[n, i, j, o] = apply_act(v, code, alpha)
+
+
+@register_kernel("conv2d", "cpu", NHWC)
+def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    """Conv2d on NHWC tensors with the fused epilogue; weights packed (kh*kw*C, O) at bind."""
+    x, w, out = ins[0], ins[1], outs[0]
+    has_bias, has_res = bool(attrs["bias"]), bool(attrs.get("residual", False))
+    bias = ins[2] if has_bias else np.zeros(1, np.float32)
+    res = ins[-1] if has_res else np.zeros((1, 1, 1, 1), np.float32)
+    code, alpha = act_code(attrs.get("activation", "none")), np.float32(attrs.get("alpha", 0.0))
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
+    pt, pl = attrs["padding"][:2]
+    groups = int(attrs["groups"])
+    n, h, wd, c = x.shape
+    _, oh, ow, o_n = out.shape
+    if groups != 1:
+        return lambda: _conv_direct_nhwc(x, w, out, bias, has_bias, res, has_res, code, alpha,
+                                         sh, sw, pt, pl, dh, dw, groups)
+    k = kh * kw * c
+    wk = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(k, o_n))  # (a, b, c) x O
+    p = oh * ow
+    ch = max(1, min(n, CHUNK_FLOATS // max(k * p, 1)))
+    col_buf = np.empty(ch * p * k, np.float32)
+    out2 = out.reshape(n * p, o_n)
+    res2 = res.reshape(-1, o_n) if has_res else np.zeros((1, 1), np.float32)
+    plain = not has_bias and not has_res and code == 0
+
+    def run():
+        for i0 in range(0, n, ch):
+            m = min(ch, n - i0)
+            col = col_buf[:m * p * k].reshape(m * p, k)
+            _im2col_nhwc(x[i0:i0 + m], col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+            rows = out2[i0 * p:(i0 + m) * p]
+            np.matmul(col, wk, out=rows)
+            if not plain:
+                _epilogue_rows(rows, bias, has_bias,
+                               res2[i0 * p:(i0 + m) * p] if has_res else res2, has_res,
+                               code, alpha)
+    return run
+
+
+@numba.njit(cache=True, parallel=True)
+def _bn_nhwc(x, out, scale, shift, code, alpha):
+    rows, c = x.shape
+    for r in prange(rows):
+        for q in range(c):
+            out[r, q] = apply_act(x[r, q] * scale[q] + shift[q], code, alpha)
+
+
+@register_kernel("batch_norm", "cpu", NHWC)
+def bind_batch_norm_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                         attrs: Mapping):
+    x, w, b, mean, var = ins[:5]
+    c = x.shape[-1]
+    x2, o2 = x.reshape(-1, c), outs[0].reshape(-1, c)
+    eps = float(attrs["eps"])
+    code, alpha = act_code(attrs.get("activation", "none")), np.float32(attrs.get("alpha", 0.0))
+
+    def run():
+        inv = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+        scale = (w * inv).astype(np.float32)
+        shift = (b - mean * inv * w).astype(np.float32)
+        _bn_nhwc(x2, o2, scale, shift, code, alpha)
+    return run
+
+
+@numba.njit(cache=True, parallel=True)
+def _pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, is_max, count_include_pad):
+    n_img, h, w, c = x.shape
+    _, oh, ow, _ = out.shape
+    for t in prange(n_img * oh):
+        n = t // oh
+        i = t % oh
+        acc = np.empty(c, np.float32)
+        for j in range(ow):
+            acc[:] = -np.inf if is_max else 0.0
+            hs, ws = i * sh - pt, j * sw - pl
+            cnt = 0
+            for a in range(kh):
+                y = hs + a * dh
+                if y < 0 or y >= h:
+                    continue
+                for b in range(kw):
+                    z = ws + b * dw
+                    if z < 0 or z >= w:
+                        continue
+                    cnt += 1
+                    for q in range(c):
+                        v = x[n, y, z, q]
+                        if is_max:
+                            if v > acc[q] or v != v:  # NaN wins, as in PyTorch
+                                acc[q] = v
+                        else:
+                            acc[q] += v
+            if is_max:
+                for q in range(c):
+                    out[n, i, j, q] = acc[q]
+            else:
+                # PyTorch's divisor: the window clipped to the padded input, or the count
+                he, we = min(hs + kh, h + pb), min(ws + kw, w + pr)
+                div = (he - hs) * (we - ws) if count_include_pad else cnt
+                for q in range(c):
+                    out[n, i, j, q] = acc[q] / np.float32(div)
+
+
+@register_kernel("max_pool2d", "cpu", NHWC)
+def bind_max_pool_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
+    pt, pl, pb, pr = attrs["padding"]
+    x, out = ins[0], outs[0]
+    return lambda: _pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, True, True)
+
+
+@register_kernel("avg_pool2d", "cpu", NHWC)
+def bind_avg_pool_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    (kh, kw), (sh, sw) = attrs["kernel_size"], attrs["stride"]
+    pt, pl, pb, pr = attrs["padding"]
+    x, out = ins[0], outs[0]
+    cip = bool(attrs["count_include_pad"])
+    return lambda: _pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, 1, 1, False, cip)
+
+
+@register_kernel("global_avg_pool2d", "cpu", NHWC)
+def bind_global_avg_pool_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                              attrs: Mapping):
+    n, h, w, c = ins[0].shape
+    x3, out = ins[0].reshape(n, h * w, c), outs[0]
+    return lambda: np.mean(x3, axis=1, out=out)
+
+
+@register_kernel("concat", "cpu", NHWC)
+def bind_concat_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
+    """Channel concat: the channel axis of NHWC is the last one."""
+    if int(attrs["axis"]) != 1:
+        raise ValueError("concat NHWC: only the channel axis is supported")
+    return bind_concat(ins, outs, {**attrs, "axis": 3})

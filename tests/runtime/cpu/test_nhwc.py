@@ -1,0 +1,102 @@
+"""NHWC kernels against the NCHW ones (themselves checked against PyTorch) and torch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tests.helpers import rel_err, rng, run_kernel
+
+TOL = 1e-5
+
+
+def nhwc(a):
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def nchw(a):
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def test_layout_transform_round_trips_exactly():
+    x = rng(0).standard_normal((2, 5, 3, 7)).astype(np.float32)
+    a = run_kernel("layout_transform", [x], (2, 3, 7, 5), {"src": "NCHW", "dst": "NHWC"},
+                   layout="NHWC")
+    np.testing.assert_array_equal(a, nhwc(x))
+    b = run_kernel("layout_transform", [a], x.shape, {"src": "NHWC", "dst": "NCHW"},
+                   layout="NHWC")
+    np.testing.assert_array_equal(b, x)
+
+
+@pytest.mark.parametrize("case", [
+    dict(n=2, c=3, h=7, w=9, o=4, k=3, p=(1, 1, 1, 1)),
+    dict(n=1, c=4, h=5, w=5, o=6, k=1),
+    dict(n=2, c=4, h=9, w=8, o=6, k=3, s=(2, 3), p=(0, 1, 2, 1), d=(2, 1)),
+    dict(n=2, c=4, h=7, w=6, o=6, k=3, g=2, p=(1, 1, 1, 1)),
+    dict(n=3, c=5, h=8, w=7, o=5, k=3, g=5, s=2, p=(1, 1, 1, 1)),
+])
+@pytest.mark.parametrize("epilogue", ["none", "bias+relu", "bias+residual+leaky"])
+def test_conv2d_nhwc(case, epilogue):
+    r = rng(1)
+    n, c, h, w, o = case["n"], case["c"], case["h"], case["w"], case["o"]
+    k, s, d = case["k"], case.get("s", (1, 1)), case.get("d", (1, 1))
+    s = s if isinstance(s, tuple) else (s, s)
+    pads, g = case.get("p", (0, 0, 0, 0)), case.get("g", 1)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    wt = r.standard_normal((o, c // g, k, k)).astype(np.float32)
+    b = r.standard_normal(o).astype(np.float32)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    xp = F.pad(t(x), (pads[1], pads[3], pads[0], pads[2]))
+    bias = "bias" in epilogue
+    ref = F.conv2d(xp, t(wt), t(b) if bias else None, s, 0, d, g)
+    ins = [nhwc(x), wt] + ([b] if bias else [])
+    res = "residual" in epilogue
+    if res:
+        rr = r.standard_normal(tuple(ref.shape)).astype(np.float32)
+        ref = ref + t(rr)
+        ins.append(nhwc(rr))
+    act = "relu" if "relu" in epilogue else "leaky_relu" if "leaky" in epilogue else "none"
+    ref = {"none": ref, "relu": F.relu(ref), "leaky_relu": F.leaky_relu(ref, 0.1)}[act].numpy()
+    attrs = dict(out_channels=o, kernel_size=(k, k), stride=s, padding=pads, dilation=d,
+                 groups=g, bias=bias, activation=act, alpha=0.1, residual=res)
+    got = run_kernel("conv2d", ins, nhwc(ref).shape, attrs, layout="NHWC")
+    assert rel_err(nchw(got), ref) < TOL
+
+
+@pytest.mark.parametrize("op,k,s,p,ceil,cip", [
+    ("max", (2, 2), (2, 2), (0, 0), False, True),
+    ("max", (3, 3), (2, 2), (1, 1), True, True),
+    ("avg", (3, 3), (2, 2), (1, 1), True, True),
+    ("avg", (3, 3), (2, 2), (1, 1), True, False),
+    ("avg", (3, 2), (1, 2), (1, 0), False, False),
+])
+def test_pools_nhwc(op, k, s, p, ceil, cip):
+    x = rng(2).standard_normal((2, 3, 7, 8)).astype(np.float32)
+    tx = torch.tensor(x, dtype=torch.float64)
+    if op == "max":
+        ref = F.max_pool2d(tx, k, s, p, 1, ceil).numpy()
+        attrs = dict(kernel_size=k, stride=s, padding=(p[0], p[1], p[0], p[1]), dilation=(1, 1),
+                     ceil_mode=ceil)
+    else:
+        ref = F.avg_pool2d(tx, k, s, p, ceil, cip).numpy()
+        attrs = dict(kernel_size=k, stride=s, padding=(p[0], p[1], p[0], p[1]), ceil_mode=ceil,
+                     count_include_pad=cip)
+    got = run_kernel(f"{op}_pool2d", [nhwc(x)], nhwc(ref).shape, attrs, layout="NHWC")
+    assert rel_err(nchw(got), ref) < TOL
+
+
+def test_batch_norm_global_pool_and_concat_nhwc():
+    r = rng(3)
+    x = r.standard_normal((2, 5, 3, 4)).astype(np.float32)
+    w, b = r.standard_normal(5).astype(np.float32), r.standard_normal(5).astype(np.float32)
+    m, v = r.standard_normal(5).astype(np.float32), (r.random(5) + 0.5).astype(np.float32)
+    attrs = dict(eps=1e-5, momentum=0.1, activation="relu", alpha=0.0)
+    ref = run_kernel("batch_norm", [x, w, b, m, v], x.shape, attrs)
+    got = run_kernel("batch_norm", [nhwc(x), w, b, m, v], nhwc(x).shape, attrs, layout="NHWC")
+    np.testing.assert_allclose(nchw(got), ref, rtol=1e-6, atol=1e-6)
+    gap = run_kernel("global_avg_pool2d", [nhwc(x)], (2, 5), {}, layout="NHWC")
+    assert rel_err(gap, x.astype(np.float64).mean(axis=(2, 3))) < TOL
+    y = r.standard_normal((2, 3, 3, 4)).astype(np.float32)
+    cat = run_kernel("concat", [nhwc(x), nhwc(y)], (2, 3, 4, 8), {"axis": 1}, layout="NHWC")
+    np.testing.assert_array_equal(nchw(cat), np.concatenate([x, y], axis=1))
