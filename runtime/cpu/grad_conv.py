@@ -100,6 +100,27 @@ def _prefix(buf: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return buf[:rows * cols].reshape(rows, cols)
 
 
+class _ImageGroups:
+    """The batch in groups of ``images_per_gemm`` images, with scratch for a group's
+    im2col columns (rows, k*P) and its dL/dy gathered as (O, k*P)."""
+
+    def __init__(self, gy: np.ndarray, rows: int):
+        n, self.o_n, oh, ow = gy.shape
+        self.n, self.p, self.rows = n, oh * ow, rows
+        self.gy3 = gy.reshape(n, self.o_n, self.p)
+        self.size = images_per_gemm(n, rows, self.p)
+        self.gy_buf = np.empty(self.o_n * self.size * self.p, np.float32)
+        self.col_buf = np.empty(rows * self.size * self.p, np.float32)
+
+    def __iter__(self):
+        p = self.p
+        for i0 in range(0, self.n, self.size):
+            k = min(self.size, self.n - i0)
+            gyc = _prefix(self.gy_buf, self.o_n, k * p)
+            np.copyto(gyc.reshape(self.o_n, k, p), self.gy3[i0:i0 + k].transpose(1, 0, 2))
+            yield i0, k, gyc, _prefix(self.col_buf, self.rows, k * p)
+
+
 @register_kernel("conv2d_grad_input", mode="backward")
 def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
                            attrs: Mapping):
@@ -112,19 +133,12 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
         return lambda: _grad_input_direct(gy, w, gx, sh, sw, pt, pl, dh, dw, groups)
     rows, p = c * kh * kw, oh * ow
     wt = w.reshape(o_n, rows).T
-    gy3 = gy.reshape(n, o_n, p)
     gx3 = gx.reshape(n, c, h * wd)
     pointwise = _pointwise(kh, kw, sh, sw, pt, pl, pb, pr)
-    ch = images_per_gemm(n, rows, p)
-    gyc_buf = np.empty(o_n * ch * p, np.float32)
-    col_buf = np.empty(rows * ch * p, np.float32)
+    groups_of = _ImageGroups(gy, rows)
 
     def run():
-        for i0 in range(0, n, ch):
-            k = min(ch, n - i0)
-            gyc = _prefix(gyc_buf, o_n, k * p)
-            col = _prefix(col_buf, rows, k * p)
-            np.copyto(gyc.reshape(o_n, k, p), gy3[i0:i0 + k].transpose(1, 0, 2))
+        for i0, k, gyc, col in groups_of:
             np.dot(wt, gyc, out=col)  # (C*kh*kw, k*P): every tap's contribution
             if pointwise:
                 np.copyto(gx3[i0:i0 + k], col.reshape(c, k, p).transpose(1, 0, 2))
@@ -147,20 +161,13 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
         return lambda: _grad_weight_direct(x, gy, gw, sh, sw, pt, pl, dh, dw, groups)
     rows, p = c * kh * kw, oh * ow
     gw2 = gw.reshape(o_n, rows)
-    gy3 = gy.reshape(n, o_n, p)
     x3 = x.reshape(n, c, h * wd)
     tmp = np.empty_like(gw2)
     pointwise = _pointwise(kh, kw, sh, sw, pt, pl, pb, pr)
-    ch = images_per_gemm(n, rows, p)
-    gyc_buf = np.empty(o_n * ch * p, np.float32)
-    col_buf = np.empty(rows * ch * p, np.float32)
+    groups_of = _ImageGroups(gy, rows)
 
     def run():
-        for i0 in range(0, n, ch):
-            k = min(ch, n - i0)
-            gyc = _prefix(gyc_buf, o_n, k * p)
-            col = _prefix(col_buf, rows, k * p)
-            np.copyto(gyc.reshape(o_n, k, p), gy3[i0:i0 + k].transpose(1, 0, 2))
+        for i0, k, gyc, col in groups_of:
             if pointwise:
                 np.copyto(col.reshape(c, k, p), x3[i0:i0 + k].transpose(1, 0, 2))
             else:

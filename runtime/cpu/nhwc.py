@@ -20,6 +20,7 @@ from .activation import act_code, apply_act
 from .conv import CHUNK_FLOATS
 from .elementwise import bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
 from .linear import bind_concat
+from .norm import bn_scale_shift
 
 NHWC = "NHWC"
 
@@ -170,10 +171,7 @@ def bind_batch_norm_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     code, alpha = act_code(attrs.get("activation", "none")), np.float32(attrs.get("alpha", 0.0))
 
     def run():
-        inv = 1.0 / np.sqrt(var.astype(np.float64) + eps)
-        scale = (w * inv).astype(np.float32)
-        shift = (b - mean * inv * w).astype(np.float32)
-        _bn_nhwc(x2, o2, scale, shift, code, alpha)
+        _bn_nhwc(x2, o2, *bn_scale_shift(w, b, mean, var, eps), code, alpha)
     return run
 
 

@@ -35,6 +35,13 @@ def _bn_apply_serial(x, out, scale, shift, code, alpha):
                 out[i, j, k] = apply_act(x[i, j, k] * s + t, code, alpha)
 
 
+def bn_scale_shift(w: np.ndarray, b: np.ndarray, mean: np.ndarray, var: np.ndarray,
+                   eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """Inference BN as y = x * scale + shift per channel (computed in float64)."""
+    inv = 1.0 / np.sqrt(var.astype(np.float64) + eps)
+    return (w * inv).astype(np.float32), (b - mean * inv * w).astype(np.float32)
+
+
 @register_kernel("batch_norm")
 def bind_batch_norm(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
     """Inference BN with running statistics; rank 2 or 4; correct in place.
@@ -51,9 +58,7 @@ def bind_batch_norm(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs
     fn = _bn_apply if x.size >= PARALLEL_MIN else _bn_apply_serial
 
     def run():
-        inv = 1.0 / np.sqrt(var.astype(np.float64) + eps)
-        scale = (w * inv).astype(np.float32)
-        shift = (b - mean * inv * w).astype(np.float32)
+        scale, shift = bn_scale_shift(w, b, mean, var, eps)
         fn(x3, o3, scale, shift, code, alpha)
     return run
 
@@ -152,8 +157,6 @@ def bind_batch_norm_blocked(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     shift = np.zeros(cb_n * blk, np.float32)
 
     def run():
-        inv = 1.0 / np.sqrt(var.astype(np.float64) + eps)
-        scale[:c] = w * inv
-        shift[:c] = b - mean * inv * w
+        scale[:c], shift[:c] = bn_scale_shift(w, b, mean, var, eps)
         _bn_blocked(x4, o4, scale.reshape(cb_n, blk), shift.reshape(cb_n, blk), code, alpha)
     return run
