@@ -59,9 +59,9 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
         if training:
             raise CnnCompError("training=True is not available on target='cuda' yet; "
                                "train with target='cpu' (inference runs on 'cuda')")
-        if layout == "NCHWc":
-            raise CnnCompError("target='cuda' runs NCHW kernels only; use layout='NCHW' "
-                               "or 'auto'")
+        if layout not in ("auto", "NCHW"):
+            raise CnnCompError(f"target='cuda' runs NCHW kernels only, layout={layout!r} "
+                               "is CPU-only; use layout='NCHW' or 'auto'")
         layout = "NCHW"  # the CUDA kernels are NCHW: no layout search
     # CNNCOMP_VERIFY=1 turns verification on for every compile (the test suite sets it)
     verify = verify or os.environ.get("CNNCOMP_VERIFY") == "1"

@@ -121,8 +121,9 @@ def test_check_finite_names_the_kernel_on_cuda():
 def test_layout_is_nchw_only_on_cuda():
     net = residual_block()
     assert cnncomp.compile(net, target="cuda", layout="auto").options.layout == "NCHW"
-    with pytest.raises(cnncomp.errors.CnnCompError, match="NCHW"):
-        cnncomp.compile(net, target="cuda", layout="NCHWc")
+    for forced in ("NCHWc", "NHWC"):
+        with pytest.raises(cnncomp.errors.CnnCompError, match="NCHW kernels only"):
+            cnncomp.compile(net, target="cuda", layout=forced)
 
 
 def test_save_and_load_a_cuda_model(tmp_path, lenet_models, lenet_run):
