@@ -10,9 +10,12 @@ Modules: ``conv`` (shared-memory tiled implicit-GEMM conv, direct depthwise conv
 ``elementwise`` (activations, add, copies), ``executor`` (``CudaExecutor``: one device
 arena), ``common`` (activation epilogue, launch records).
 """
-from ..cuda_status import CudaUnavailableError, require_cuda
+from ..cuda_status import CudaUnavailableError, require_cuda, simulator_enabled
 
 require_cuda()
+if simulator_enabled():
+    from . import simulator
+    simulator.install()  # shared arrays: one per block, even when threads race to make it
 
 from . import conv, elementwise, linear, norm, pool  # noqa: E402,F401  (register kernels)
 from .common import LaunchConfig  # noqa: E402
