@@ -67,6 +67,12 @@ class Op(str, Enum):
     SGD_UPDATE = "sgd_update"
     ADAM_UPDATE = "adam_update"
     ADAGRAD_UPDATE = "adagrad_update"
+    # imported models (frontend/onnx_import.py): ops without a DSL layer
+    TRANSPOSE = "transpose"
+    PAD = "pad"
+    BINARY = "binary"
+    CLIP = "clip"
+    LOG_SOFTMAX = "log_softmax"
 
     def __str__(self) -> str:
         return self.value
@@ -692,6 +698,106 @@ def _concat_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[st
     return list(b.emit(Op.SPLIT, [gy], SplitAttrs(a.axis, sizes)))
 
 
+# --------------------------------------------------------------------------- imported ops
+# Ops that ONNX models need and the DSL has no layer for. Every shape keeps the batch
+# axis first and untouched; their CPU kernels live in runtime/cpu/onnx_ops.py.
+
+PAD_MODES = ("constant", "reflect", "edge", "wrap")
+BINARY_FNS = ("add", "sub", "mul", "div")
+
+
+@dataclass(frozen=True)
+class TransposeAttrs:
+    """Permute the axes; ``perm`` covers every axis and keeps the batch first (perm[0] 0)."""
+    perm: tuple
+
+
+@dataclass(frozen=True)
+class PadAttrs:
+    """``pads``: (begin..., end...) for each non-batch axis, as ONNX orders them; a
+    negative entry crops. ``mode``: constant (fill ``value``), reflect, edge or wrap."""
+    pads: tuple
+    mode: str = "constant"
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class BinaryAttrs:
+    """Elementwise ``fn`` of two activations with numpy broadcasting over the non-batch
+    axes (both operands have the same rank and batch)."""
+    fn: str = "mul"
+
+
+@dataclass(frozen=True)
+class ClipAttrs:
+    """min(max(x, min), max) elementwise (ONNX Clip: min > max gives max everywhere)."""
+    min: float = -math.inf
+    max: float = math.inf
+
+
+def _transpose_infer(a: TransposeAttrs, xs: list[Shape]) -> Shape:
+    (x,) = xs
+    perm = tuple(a.perm)
+    if sorted(perm) != list(range(len(x))):
+        raise ShapeError(f"Transpose: perm {perm} is not a permutation of the {len(x)} axes "
+                         f"of {fmt_shape(x)}")
+    if perm[0] != 0:
+        raise ShapeError(f"Transpose: perm {perm} moves the batch axis 0; the batch stays "
+                         "first")
+    return tuple(x[p] for p in perm)
+
+
+def _pad_infer(a: PadAttrs, xs: list[Shape]) -> Shape:
+    (x,) = xs
+    k = len(x) - 1
+    if len(a.pads) != 2 * k:
+        raise ShapeError(f"Pad: {len(a.pads)} pads for the {k} non-batch axes of "
+                         f"{fmt_shape(x)}; give begin and end for each ({2 * k} values)")
+    if a.mode not in PAD_MODES:
+        raise ShapeError(f"Pad: unknown mode {a.mode!r}; known: {', '.join(PAD_MODES)}")
+    out = [x[0]]
+    for i in range(k):
+        d, b, e = x[i + 1], a.pads[i], a.pads[i + k]
+        cropped = d - max(-b, 0) - max(-e, 0)
+        if cropped < 1 or d + b + e < 1:
+            raise ShapeError(f"Pad: pads ({b}, {e}) leave nothing of axis {i + 1} (size {d}) "
+                             f"of {fmt_shape(x)}")
+        if a.mode in ("reflect", "wrap") and max(b, e) > cropped - (a.mode == "reflect"):
+            raise ShapeError(f"Pad: {a.mode} padding ({b}, {e}) of axis {i + 1} needs pads "
+                             f"below its size {cropped}")
+        out.append(d + b + e)
+    return tuple(out)
+
+
+def _binary_infer(a: BinaryAttrs, xs: list[Shape]) -> Shape:
+    if a.fn not in BINARY_FNS:
+        raise ShapeError(f"binary: unknown fn {a.fn!r}; known: {', '.join(BINARY_FNS)}")
+    x, y = xs
+    if len(x) != len(y) or x[0] != y[0]:
+        raise ShapeError(f"binary {a.fn}: operands {fmt_shape(x)} and {fmt_shape(y)} need the "
+                         "same rank and batch (broadcasting is over the other axes)")
+    out = [x[0]]
+    for d, e in zip(x[1:], y[1:]):
+        if d != e and 1 not in (d, e):
+            raise ShapeError(f"binary {a.fn}: shapes {fmt_shape(x)} and {fmt_shape(y)} do not "
+                             "broadcast (each axis must match or be 1)")
+        out.append(max(d, e))
+    return tuple(out)
+
+
+def _clip_infer(a: ClipAttrs, xs: list[Shape]) -> Shape:
+    if math.isnan(a.min) or math.isnan(a.max):
+        raise ShapeError(f"Clip: bounds must not be NaN, got min={a.min}, max={a.max}")
+    return xs[0]
+
+
+def _log_softmax_infer(a: SoftmaxAttrs, xs: list[Shape]) -> Shape:
+    try:
+        return _softmax_infer(a, xs)
+    except ShapeError as e:
+        raise ShapeError(f"Log{e}") from None
+
+
 # --------------------------------------------------------------------------- the table
 
 @dataclass(frozen=True)
@@ -810,6 +916,12 @@ OP_DEFS: dict[Op, OpDef] = {d.op: d for d in [
           effects=True),
     OpDef(Op.ADAGRAD_UPDATE, AdagradAttrs, _O, None, _update_infer, _grad_flops(5),
           mode="update", effects=True),
+    # ---- imported models (ONNX)
+    OpDef(Op.TRANSPOSE, TransposeAttrs, _I, 1, _transpose_infer, _elementwise_flops(0)),
+    OpDef(Op.PAD, PadAttrs, _I, 1, _pad_infer, _elementwise_flops(0)),
+    OpDef(Op.BINARY, BinaryAttrs, _E, 2, _binary_infer, _elementwise_flops(1)),
+    OpDef(Op.CLIP, ClipAttrs, _E, 1, _clip_infer, _elementwise_flops(2)),
+    OpDef(Op.LOG_SOFTMAX, SoftmaxAttrs, _R, 1, _log_softmax_infer, _elementwise_flops(5)),
 ]}
 
 
