@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import optim
 from .api import compile, load
+from .export_onnx import export_onnx
 from .compiled import CompiledModel, KernelInfo
 from .errors import (CnnCompError, FormatError, GraphError, InputError, NonFiniteError,
                      ParameterError, ShapeError)
@@ -20,4 +21,4 @@ __version__ = "0.1.0"
 
 __all__ = ["CnnCompError", "CompiledModel", "FormatError", "Graph", "GraphError", "InputError",
            "KernelInfo", "Node", "NonFiniteError", "Op", "ParameterError", "ShapeError", "Trainer",
-           "Value", "compile", "load", "load_trainer", "optim"]
+           "Value", "compile", "export_onnx", "load", "load_trainer", "optim"]

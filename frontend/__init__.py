@@ -8,8 +8,9 @@ from .layers import (Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Flatt
                      GlobalAvgPool2d, Input, Layer, LeakyReLU, Linear, LocalResponseNorm,
                      LPPool2d, MaxPool2d, ReLU, Sigmoid, Softmax, SymbolicTensor, Tanh)
 from .model import Model, Sequential, load
+from .onnx_import import OnnxImportError, from_onnx
 
 __all__ = ["Add", "AvgPool2d", "BatchNorm2d", "Concat", "Conv2d", "Dropout", "Flatten",
            "GlobalAvgPool2d", "Input", "Layer", "LeakyReLU", "Linear", "LocalResponseNorm",
-           "LPPool2d", "MaxPool2d", "Model", "ReLU", "Sequential", "Sigmoid", "Softmax",
-           "SymbolicTensor", "Tanh", "load"]
+           "LPPool2d", "MaxPool2d", "Model", "OnnxImportError", "ReLU", "Sequential", "Sigmoid",
+           "Softmax", "SymbolicTensor", "Tanh", "from_onnx", "load"]
