@@ -56,9 +56,6 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
         raise TypeError("loss= and optimizer= need training=True")
     if target == "cuda":
         _require_cuda()
-        if training:
-            raise CnnCompError("training=True is not available on target='cuda' yet; "
-                               "train with target='cpu' (inference runs on 'cuda')")
         if layout not in ("auto", "NCHW"):
             raise CnnCompError(f"target='cuda' runs NCHW kernels only, layout={layout!r} "
                                "is CPU-only; use layout='NCHW' or 'auto'")
