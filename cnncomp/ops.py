@@ -703,7 +703,7 @@ def _concat_grad(b: Any, n: Any, gy: str, needs: list[bool]) -> list[Optional[st
 # axis first and untouched; their CPU kernels live in runtime/cpu/onnx_ops.py.
 
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
-BINARY_FNS = ("add", "sub", "mul", "div")
+BINARY_FNS = ("add", "sub", "mul", "div", "max", "min")
 
 
 @dataclass(frozen=True)

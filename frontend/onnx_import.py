@@ -164,8 +164,8 @@ _ATTRS: dict[str, set] = {
     "Constant": {"value", "value_float", "value_floats", "value_int", "value_ints"},
     "ConstantOfShape": {"value"},
     # constant folding only (every input a constant)
-    "Shape": {"start", "end"}, "Size": set(), "Gather": {"axis"}, "Cast": {"to", "saturate",
-                                                                             "round_mode"},
+    "Shape": {"start", "end"}, "Size": set(), "Gather": {"axis"},
+    "Cast": {"to", "saturate", "round_mode"}, "CastLike": {"saturate", "round_mode"},
     "Slice": {"starts", "ends", "axes"}, "Range": set(), "Expand": set(), "Neg": set(),
     "Abs": set(), "Sqrt": set(), "Exp": set(), "Log": set(), "Reciprocal": set(),
     "Floor": set(), "Ceil": set(), "Pow": set(), "Min": set(), "Max": set(), "Equal": set(),
@@ -515,9 +515,8 @@ class _Importer:
         ins = [self.env.get(i, _POISON) if i else None for i in node.input]
         known = op in _ATTRS
         if not known:
-            self._problem(f"operator {op} is not supported; supported: "
-                          f"{', '.join(_ACT_HANDLERS)} (and constant folding of "
-                          f"{', '.join(sorted(set(_ATTRS) - set(_ACT_HANDLERS)))})")
+            self._problem(f"operator {op} is not supported (the CNN operator set: "
+                          "frontend.onnx_import.SUPPORTED_OPS)")
             return self._poison(outs)
         at = _attrs(node)
         bad = sorted(set(at) - _ATTRS[op] - _COMMON)
@@ -896,9 +895,12 @@ def _h_pool(kind: str):
             p = int(at.get("p", 2))
             if geo["dilation"] != (1, 1):
                 raise _Fail(f"dilations {at.get('dilations')} are not supported for LpPool")
-            if p < 1 or p % 2:
-                raise _Fail(f"p={p}: cnncomp's LP pooling sums x**p, which is |x|**p only "
-                            "for even p")
+            if p < 1:
+                raise _Fail(f"p={p} must be a positive integer")
+            if p % 2:  # cnncomp's LP pooling sums x**p: pool |x| = max(x, -x) for odd p
+                neg = im.affine(_Act(xi), -1.0, 0.0, ("neg",), None)
+                xi = im.emit(Op.BINARY, [xi, neg.name], O.BinaryAttrs("max"), tag="abs",
+                             ops=("abs",))
             if any(geo["padding"]):
                 t, lft, bt, r = geo["padding"]
                 xi = im.emit(Op.PAD, [xi], O.PadAttrs((0, t, lft, 0, bt, r)), tag="pad")
@@ -1129,7 +1131,7 @@ def _h_flatten(im: _Importer, ins, at, node):
     a = int(at.get("axis", 1))
     if not -len(s) <= a <= len(s):
         raise _Fail(f"axis {a} is out of range for rank {len(s)}")
-    a %= len(s) + 1 if a < 0 else len(s) + 1
+    a = a + len(s) if a < 0 else a
     t = [_prod(s[:a]), _prod(s[a:])]
     op = Op.FLATTEN if im.natural and a == 1 and len(s) > 2 else Op.RESHAPE
     return _reshape_act(im, x, t, f"Flatten(axis={a})", _out(node), op)
@@ -1209,6 +1211,35 @@ def _h_sum(im: _Importer, ins, at, node):
     return acc
 
 
+def _h_variadic(fn: str):
+    """Max / Min of several operands (activations and constants), pairwise."""
+    def h(im: _Importer, ins, at, node):
+        parts = [t for t in ins if t is not None]
+        acc = parts[0]
+        for k, t in enumerate(parts[1:], 1):
+            last = k == len(parts) - 1
+            if isinstance(acc, _Act) and isinstance(t, _Act):
+                acc = im.binary_acts(fn, acc, t, _out(node) if last else None)
+            elif isinstance(acc, np.ndarray) and isinstance(t, np.ndarray):
+                acc = _FOLD_BIN[fn](acc, t)
+            else:
+                act, c = (acc, t) if isinstance(acc, _Act) else (t, acc)
+                c = np.asarray(c, np.float32)
+                if c.size == 1 and fn == "max" and float(c.reshape(-1)[0]) == 0.0:
+                    acc = _Act(im.emit(Op.RELU, [act.name], O.NoAttrs(),
+                                       out=_out(node) if last else None, ops=("max",)))
+                elif c.size == 1:
+                    v = float(c.reshape(-1)[0])
+                    lo, hi = (v, math.inf) if fn == "max" else (-math.inf, v)
+                    acc = _Act(im.emit(Op.CLIP, [act.name], O.ClipAttrs(lo, hi),
+                                       out=_out(node) if last else None, ops=(fn,)))
+                else:
+                    raise _Fail(f"{fn} of an activation and a non-scalar constant is not "
+                                "supported")
+        return acc
+    return h
+
+
 def _h_dropout(im: _Importer, ins, at, node):
     x = ins[0]
     training = False
@@ -1228,6 +1259,15 @@ def _h_dropout(im: _Importer, ins, at, node):
         else:
             outs.append(_Mask(im.want_act(x, "input")))
     return outs
+
+
+def _h_castlike(im: _Importer, ins, at, node):
+    """CastLike to a float activation's type: activations are float32 already, and a
+    constant becomes float32."""
+    x = ins[0]
+    if isinstance(x, np.ndarray):
+        return np.asarray(x, np.float32)
+    return x
 
 
 def _h_identity(im: _Importer, ins, at, node):
@@ -1327,7 +1367,9 @@ _ACT_HANDLERS = {
     "Concat": _h_concat, "Add": _h_binary("add"), "Sub": _h_binary("sub"),
     "Mul": _h_binary("mul"), "Div": _h_binary("div"), "Sum": _h_sum,
     "Dropout": _h_dropout, "Pad": _h_pad, "Clip": _h_clip, "Identity": _h_identity,
-    "Transpose": _h_transpose, "Shape": _h_shape,
+    "Transpose": _h_transpose, "Shape": _h_shape, "CastLike": _h_castlike,
+    "Max": _h_variadic("max"),
+    "Min": _h_variadic("min"),
 }
 
 
@@ -1340,7 +1382,8 @@ def _f32(a):
     return a.astype(np.float32) if a.dtype.kind == "f" and a.dtype != np.float32 else a
 
 
-_FOLD_BIN = {"add": lambda a, b: _f32(np.add(a, b)), "sub": lambda a, b: _f32(np.subtract(a, b)),
+_FOLD_BIN = {"max": lambda a, b: np.maximum(a, b), "min": lambda a, b: np.minimum(a, b),
+             "add": lambda a, b: _f32(np.add(a, b)), "sub": lambda a, b: _f32(np.subtract(a, b)),
              "mul": lambda a, b: _f32(np.multiply(a, b)),
              "div": lambda a, b: (_f32(np.true_divide(a, b)) if np.asarray(a).dtype.kind == "f"
                                   or np.asarray(b).dtype.kind == "f"
@@ -1522,7 +1565,8 @@ def _fold_lrn(im, ins, at, node):
 
 _FOLD = {
     "Constant": _fold_constant, "ConstantOfShape": _fold_cos, "Identity": _h_identity,
-    "Cast": _fold_cast, "Shape": _h_shape, "Size": lambda im, ins, at, n: np.array(
+    "Cast": _fold_cast, "Shape": _h_shape,
+    "CastLike": lambda im, ins, at, n: np.asarray(ins[0]).astype(np.asarray(ins[1]).dtype), "Size": lambda im, ins, at, n: np.array(
         np.asarray(ins[0]).size, np.int64),
     "Gather": _fold_gather, "Slice": _fold_slice, "Concat": _fold_concat,
     "Reshape": _fold_reshape, "Flatten": _fold_flatten, "Squeeze": _fold_squeeze,

@@ -1,5 +1,6 @@
 """CPU kernels of the ops that imported (ONNX) models need beyond the DSL's layers:
-transpose, pad, broadcasting binary ops, clip and log-softmax.
+transpose, pad, broadcasting binary ops (add, sub, mul, div, max, min), clip and
+log-softmax.
 
 They follow ONNX's definitions (which onnxruntime is tested against): Pad's modes
 constant / reflect / edge / wrap with negative pads cropping, Clip with min > max giving
@@ -78,7 +79,8 @@ def bind_pad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mappi
     return lambda: np.copyto(out, np.pad(inner, widths, mode=np_mode))
 
 
-_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide}
+_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+           "max": np.maximum, "min": np.minimum}
 
 
 @register_kernel("binary")
