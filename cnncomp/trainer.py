@@ -50,6 +50,11 @@ class Trainer:
         self._programs: "OrderedDict[int, tuple[Executor, MemoryPlan]]" = OrderedDict()
         self._exported: Optional[tuple[int, CompiledModel]] = None
         self.last_logits: Optional[np.ndarray] = None
+        # target="cuda": the state lives on the device (name -> device array, shared by the
+        # executors of every batch size); self.state is its host mirror, refreshed lazily
+        self._device_state: Optional[dict[str, Any]] = (
+            {} if options.target == "cuda" else None)
+        self._host_stale = False
         self._executor(2)  # bind once up front: a missing kernel fails at compile time
 
     # ------------------------------------------------------------------ running
@@ -61,11 +66,32 @@ class Trainer:
         program, plan = lower(self.graph, batch, self.options.target,
                               "plan_memory" in self.options.passes, verify=self.options.verify)
         program = dataclasses.replace(program, constants=self.state)
-        entry = (Executor(program), plan)
+        entry = (self._make_executor(program), plan)
         self._programs[batch] = entry
         while len(self._programs) > _MAX_CACHED_BATCHES:
             self._programs.popitem(last=False)
         return entry
+
+    def _make_executor(self, program: Any) -> Any:
+        if self._device_state is None:
+            return Executor(program)
+        from runtime.cuda import CudaExecutor
+        self._sync_host()  # a new upload must start from the current state
+        return CudaExecutor(program, device_constants=self._device_state)
+
+    def _sync_host(self) -> None:
+        """target="cuda": copy the device state (parameters, running statistics,
+        optimizer state) into ``self.state`` if a step changed it since the last copy."""
+        if self._device_state is not None and self._host_stale:
+            for k, d in self._device_state.items():
+                d.copy_to_host(self.state[k])
+            self._host_stale = False
+
+    def _sync_device(self) -> None:
+        """target="cuda": upload ``self.state`` after it was written on the host."""
+        if self._device_state is not None:
+            for k, d in self._device_state.items():
+                d.copy_to_device(np.ascontiguousarray(self.state[k]))
 
     def learning_rate(self, epoch: Optional[float] = None) -> float:
         """The rate the schedule gives at ``epoch`` (default: the current epoch)."""
@@ -104,6 +130,9 @@ class Trainer:
         self.steps += 1
         self.hyper[0] = self.learning_rate()
         self.hyper[1] = self.steps
+        if self._device_state is not None:  # [lr, step] for the device kernels
+            self._device_state[HYPER].copy_to_device(self.hyper)
+            self._host_stale = True
         outs = executor.run({self.input_name: x, self.label_name: y})
         self.last_logits = outs[self.logits_output]
         return float(outs[self.loss_output][0])
@@ -111,9 +140,11 @@ class Trainer:
     # ------------------------------------------------------------------ parameters
     def parameters(self) -> dict[str, np.ndarray]:
         """Fresh copies of the network's parameters (same keys as ``net.parameters()``)."""
+        self._sync_host()
         return {k: self.state[k].copy() for k in self.source_graph.constants}
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
+        self._sync_host()
         return {k: v.copy() for k, v in self.state.items()
                 if k not in self.source_graph.constants}
 
@@ -127,8 +158,10 @@ class Trainer:
         if missing or extra or bad:
             raise ParameterError(f"load_parameters: missing {missing}, unexpected {extra}, "
                                  f"wrong shape {[(k, np.shape(params[k])) for k in bad]}")
+        self._sync_host()
         for k in want:
             np.copyto(self.state[k], np.asarray(params[k], np.float32))
+        self._sync_device()
 
     # ------------------------------------------------------------------ inference
     def export(self, **compile_kwargs: Any) -> CompiledModel:
@@ -222,6 +255,7 @@ class Trainer:
         statistics, optimizer state, step and epoch; written atomically."""
         from runtime.serialization import write_archive
         from .serialize import graph_to_json
+        self._sync_host()
         manifest = {"kind": "trainer", "trainer_format": TRAINER_FORMAT,
                     "graph": graph_to_json(self.source_graph),
                     "optimizer": self.optimizer.config(), "loss": self.loss_name,
@@ -242,8 +276,10 @@ class Trainer:
         if missing or bad:
             raise FormatError(f"{path}: checkpoint does not fit this trainer: missing "
                               f"{missing}, wrong shape {bad}")
+        self._sync_host()
         for k, v in self.state.items():
             np.copyto(v, arrays[k])
+        self._sync_device()
         self.steps = int(manifest["steps"])
         self.epoch = float(manifest["epoch"])
 
