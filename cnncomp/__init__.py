@@ -16,9 +16,10 @@ from .errors import (CnnCompError, FormatError, GraphError, InputError, NonFinit
 from .ir import Graph, Node, Value
 from .ops import Op
 from .trainer import Trainer, load_trainer
+from . import distributed  # noqa: E402  (data-parallel training; mpi4py imported when used)
 
 __version__ = "0.1.0"
 
 __all__ = ["CnnCompError", "CompiledModel", "FormatError", "Graph", "GraphError", "InputError",
            "KernelInfo", "Node", "NonFiniteError", "Op", "ParameterError", "ShapeError", "Trainer",
-           "Value", "compile", "export_onnx", "load", "load_trainer", "optim"]
+           "Value", "compile", "distributed", "export_onnx", "load", "load_trainer", "optim"]

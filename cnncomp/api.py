@@ -43,6 +43,7 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     loss = kwargs.pop("loss", None)
     optimizer = kwargs.pop("optimizer", None)
+    distributed = kwargs.pop("distributed", None)
     if kwargs:
         raise TypeError(f"compile() got unexpected arguments {sorted(kwargs)}")
     if training:
@@ -52,8 +53,9 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
             raise TypeError(f"optimizer must be a cnncomp.optim optimizer (SGD, Adam, "
                             f"Adagrad), got {type(optimizer).__name__}")
         loss = loss or "cross_entropy"
-    elif loss is not None or optimizer is not None:
-        raise TypeError("loss= and optimizer= need training=True")
+    elif loss is not None or optimizer is not None or distributed:
+        raise TypeError("loss=, optimizer= and distributed= need training=True (split "
+                        "inference over ranks with cnncomp.distributed.predict)")
     if target == "cuda":
         _require_cuda()
         if layout not in ("auto", "NCHW"):
@@ -64,17 +66,27 @@ def compile(net: Any, target: str = "cpu", *, fuse: bool = True, training: bool 
     verify = verify or os.environ.get("CNNCOMP_VERIFY") == "1"
     source = _as_graph(net)
     disable = tuple(disable)
+    dist = None
+    if distributed:  # data-parallel training over MPI ranks (cnncomp/distributed.py)
+        from . import distributed as _dist
+        if target != "cpu":
+            raise CnnCompError("distributed training runs on target='cpu'")
+        dist = _dist.config(distributed)
+        _dist.init(dist)
     names = default_pipeline(fuse=fuse, training=training, opt_level=opt_level,
-                             disable=disable)
+                             disable=disable, distributed=dist is not None)
     instruments = [VerifyInstrument()] if verify else []
     if dump_dir:
         instruments.append(DumpInstrument(dump_dir))
     ctx = PassContext(target=target, training=training, opt_level=opt_level, layout=layout,
-                      loss=loss or "cross_entropy", optimizer=optimizer)
+                      loss=loss or "cross_entropy", optimizer=optimizer, distributed=dist)
     graph, records = PassManager(names, ctx, instruments).run(source)
     options = CompileOptions(target=target, fuse=fuse, opt_level=opt_level, layout=layout,
                              disable=disable, check_finite=check_finite, passes=tuple(names),
                              verify=verify)
+    if training and dist is not None:
+        return _dist.DistributedTrainer(source, graph, options, optimizer, loss, records,
+                                        config=dist)
     if training:
         from .trainer import Trainer
         return Trainer(source, graph, options, optimizer, loss, records)

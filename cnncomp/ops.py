@@ -67,6 +67,9 @@ class Op(str, Enum):
     SGD_UPDATE = "sgd_update"
     ADAM_UPDATE = "adam_update"
     ADAGRAD_UPDATE = "adagrad_update"
+    # data-parallel training (inserted by the insert_allreduce pass)
+    ALLREDUCE_START = "allreduce_start"
+    ALLREDUCE_WAIT = "allreduce_wait"
     # imported models (frontend/onnx_import.py): ops without a DSL layer
     TRANSPOSE = "transpose"
     PAD = "pad"
@@ -256,6 +259,21 @@ class AdagradAttrs:
     eps: float = 1e-10
     weight_decay: float = 0.0
     lr_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class BatchNormTrainAttrs(BatchNormAttrs):
+    """Training BatchNorm (and its gradient) of a distributed graph; ``sync``: statistics
+    over the global batch of all ranks instead of this rank's shard."""
+    sync: bool = False
+
+
+@dataclass(frozen=True)
+class AllreduceAttrs:
+    """One gradient bucket: ``allreduce_start`` packs it, ``allreduce_wait`` (outputs of
+    ``shapes``) unpacks the batch-weighted mean over ranks (runtime/cpu/comm.py)."""
+    bucket: int = 0
+    shapes: tuple = ()
 
 
 def attrs_to_dict(attrs: Any) -> dict[str, Any]:
@@ -583,6 +601,23 @@ def _update_infer(a: Any, xs: list[Shape]) -> list[Shape]:
         raise ShapeError(f"optimizer update: parameter {fmt_shape(param)} and gradient "
                          f"{fmt_shape(grad)} differ")
     return []
+
+
+def _allreduce_start_infer(a: AllreduceAttrs, xs: list[Shape]) -> Shape:
+    # inputs: the labels (their length is this rank's batch), then the tensors to average
+    if any(d is None for s in xs[1:] for d in s):
+        raise ShapeError("allreduce_start averages fixed-shape tensors (gradients, the loss, "
+                         f"running statistics), got {[fmt_shape(s) for s in xs[1:]]}")
+    return (sum(_numel(s) for s in xs[1:]) + 1,)  # + the batch weight
+
+
+def _allreduce_wait_infer(a: AllreduceAttrs, xs: list[Shape]) -> list[Shape]:
+    flat, inplace = xs[0], xs[1:]
+    n = sum(_numel(s) for s in a.shapes) + sum(_numel(s) for s in inplace) + 1
+    if tuple(flat) != (n,):
+        raise ShapeError(f"allreduce_wait: buffer {fmt_shape(flat)} does not hold outputs "
+                         f"{list(a.shapes)} and in-place tensors {inplace} (+1)")
+    return [tuple(s) for s in a.shapes]
 
 
 def _grad_flops(factor: int) -> Callable[[Any, list[Shape], Shape], int]:
@@ -916,6 +951,10 @@ OP_DEFS: dict[Op, OpDef] = {d.op: d for d in [
           effects=True),
     OpDef(Op.ADAGRAD_UPDATE, AdagradAttrs, _O, None, _update_infer, _grad_flops(5),
           mode="update", effects=True),
+    OpDef(Op.ALLREDUCE_START, AllreduceAttrs, _O, None, _allreduce_start_infer,
+          lambda a, xs, o: 2 * _numel(o), mode="comm", effects=True),
+    OpDef(Op.ALLREDUCE_WAIT, AllreduceAttrs, _O, None, _allreduce_wait_infer,
+          lambda a, xs, o: 2 * _numel(xs[0]), mode="comm", effects=True),
     # ---- imported models (ONNX)
     OpDef(Op.TRANSPOSE, TransposeAttrs, _I, 1, _transpose_infer, _elementwise_flops(0)),
     OpDef(Op.PAD, PadAttrs, _I, 1, _pad_infer, _elementwise_flops(0)),

@@ -31,6 +31,8 @@ TRAINER_FORMAT = 1
 class Trainer:
     """``step(x, y) -> loss``, ``fit``, ``evaluate``, ``parameters``, ``save``, ``export``."""
 
+    rank, world_size = 0, 1  # data-parallel training: cnncomp.distributed.DistributedTrainer
+
     def __init__(self, source: Graph, graph: Graph, options: CompileOptions,
                  optimizer: Optimizer, loss: str, pass_records: Optional[list] = None):
         self.source_graph = source
@@ -203,8 +205,9 @@ class Trainer:
 
         Batches are drawn by ``runtime.data.batches`` (a seeded shuffle per epoch);
         ``augment(x_batch, rng)`` may transform each batch (see ``runtime.data``).
+        Distributed (``compile(..., distributed="mpi")``): ``batch_size`` is the global
+        batch; each rank trains on its shard of it and only rank 0 shows progress.
         """
-        from runtime.data import batches
         from tqdm.auto import tqdm
 
         y = np.asarray(y)
@@ -222,10 +225,9 @@ class Trainer:
             t0 = time.perf_counter()
             losses, correct, seen = [], 0, 0
             bar = tqdm(total=per_epoch, desc=f"epoch {e + 1}/{first + epochs}",
-                       disable=not progress, leave=True, unit="batch")
-            for k, (xb, yb) in enumerate(batches(x, y, batch_size, rng, shuffle, drop_last)):
-                if augment is not None:
-                    xb = augment(xb, rng)
+                       disable=not progress or self.rank != 0, leave=True, unit="batch")
+            for k, (xb, yb) in enumerate(self._epoch_batches(x, y, batch_size, rng, shuffle,
+                                                             drop_last, augment)):
                 self.epoch = e + k / max(per_epoch, 1)
                 loss = self.step(xb, yb)
                 losses.append(loss)
@@ -234,6 +236,7 @@ class Trainer:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", acc=f"{correct / seen:.3f}")
             self.epoch = float(e + 1)
+            correct, seen = self._reduce_counts(correct, seen)
             history["epoch"].append(e + 1)
             history["loss"].append(float(np.mean(losses)))
             history["accuracy"].append(correct / max(seen, 1))
@@ -248,6 +251,18 @@ class Trainer:
             history["seconds"].append(time.perf_counter() - t0)
             bar.close()
         return history
+
+    def _epoch_batches(self, x: np.ndarray, y: np.ndarray, batch_size: int,
+                       rng: np.random.Generator, shuffle: bool, drop_last: bool,
+                       augment: Any) -> Any:
+        """The (augmented) batches of one epoch; a distributed trainer yields its shards."""
+        from runtime.data import batches
+        for xb, yb in batches(x, y, batch_size, rng, shuffle, drop_last):
+            yield (xb if augment is None else augment(xb, rng)), yb
+
+    def _reduce_counts(self, correct: int, seen: int) -> tuple[int, int]:
+        """An epoch's accuracy counts (summed over ranks when distributed)."""
+        return correct, seen
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str) -> None:
@@ -305,8 +320,11 @@ class Trainer:
                 f"steps={self.steps}>")
 
 
-def load_trainer(path: str) -> Trainer:
-    """Rebuild a trainer from a checkpoint; training continues exactly where it stopped."""
+def load_trainer(path: str, distributed: Any = None) -> Trainer:
+    """Rebuild a trainer from a checkpoint; training continues exactly where it stopped.
+
+    ``distributed="mpi"`` resumes data-parallel on any number of ranks (the checkpoint
+    does not depend on the rank count)."""
     from runtime.serialization import read_archive
     from .api import compile as _compile
     from .serialize import graph_from_json
@@ -322,6 +340,7 @@ def load_trainer(path: str) -> Trainer:
     trainer = _compile(graph, target=o.get("target", "cpu"), training=True,
                        loss=manifest.get("loss", "cross_entropy"),
                        optimizer=from_config(manifest["optimizer"]),
-                       fuse=bool(o.get("fuse", True)), disable=tuple(o.get("disable", ())))
+                       fuse=bool(o.get("fuse", True)), disable=tuple(o.get("disable", ())),
+                       distributed=distributed)
     trainer.restore(path)
     return trainer

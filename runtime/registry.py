@@ -18,7 +18,7 @@ Run = Callable[[], None]
 Binder = Callable[[Sequence[np.ndarray], Sequence[np.ndarray], Mapping[str, Any]], Run]
 
 TARGETS = ("cpu", "cuda")
-MODES = ("forward", "backward", "update")
+MODES = ("forward", "backward", "update", "comm")  # comm: collectives (runtime/cpu/comm.py)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ class PassContext:
     layout: str = "auto"
     loss: str = "cross_entropy"  # training only
     optimizer: Any = None        # training only: a cnncomp.optim optimizer
+    distributed: Any = None      # training only: a cnncomp.distributed.MPI config (or None)
 
 
 PassFn = Callable[[Graph, PassContext], Graph]
@@ -164,12 +165,12 @@ class PassManager:
 
 def _load_builtin_passes() -> None:
     from . import (differentiate, eliminate_dead_code, fold_batch_norm,  # noqa: F401
-                   fold_constants, fuse_epilogues, plan_memory,
+                   fold_constants, fuse_epilogues, insert_allreduce, plan_memory,
                    select_layout)  # (register on import)
 
 
 def default_pipeline(*, fuse: bool = True, training: bool = False, opt_level: int = 2,
-                     disable: Iterable[str] = ()) -> list[str]:
+                     disable: Iterable[str] = (), distributed: bool = False) -> list[str]:
     """The ordered pass names for a compile, honouring fuse=False and ``disable``."""
     _load_builtin_passes()
     disable = list(disable)
@@ -178,6 +179,7 @@ def default_pipeline(*, fuse: bool = True, training: bool = False, opt_level: in
         raise ValueError(f"cannot disable unknown pass(es) {unknown}; known passes: "
                          f"{', '.join(PASSES)}")
     order = ["differentiate"] if training else []
+    order += ["insert_allreduce"] if training and distributed else []
     order += ["eliminate_dead_code", "fold_constants", "fold_batch_norm", "fuse_epilogues",
              "select_layout", "plan_memory"]
     names = []

@@ -42,4 +42,5 @@ from . import (conv, conv_blocked, elementwise, layout, linear, norm,  # noqa: E
 from . import nhwc  # noqa: E402,F401  (channels-last kernels)
 from . import (grad_conv, grad_elementwise, grad_norm, grad_pool,  # noqa: E402,F401
                optim)  # training: backward, loss and optimizer-update kernels
+from . import comm  # noqa: E402,F401  (data-parallel collectives; mpi4py only when run)
 from . import onnx_ops  # noqa: E402,F401  (ops of imported ONNX models)

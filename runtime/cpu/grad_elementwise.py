@@ -43,11 +43,11 @@ def _splitmix64(z):
 
 
 @numba.njit(cache=True, parallel=True)
-def _dropout_train(x, y, mask, p, seed, step):
+def _dropout_train(x, y, mask, p, seed, step, first):
     scale = np.float32(0.0) if p >= 1.0 else np.float32(1.0 / (1.0 - p))
     key = _splitmix64(np.uint64(seed) ^ _splitmix64(np.uint64(step)))
     for i in prange(x.size):
-        u = (_splitmix64(key + np.uint64(i)) >> np.uint64(40)) * (1.0 / 16777216.0)
+        u = (_splitmix64(key + np.uint64(first + i)) >> np.uint64(40)) * (1.0 / 16777216.0)
         m = scale if u >= p else np.float32(0.0)
         mask[i] = m
         y[i] = x[i] * m
@@ -55,11 +55,19 @@ def _dropout_train(x, y, mask, p, seed, step):
 
 @register_kernel("dropout_train")
 def bind_dropout_train(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
-    """Zero each element with probability p and scale the rest by 1/(1-p), as PyTorch."""
+    """Zero each element with probability p and scale the rest by 1/(1-p), as PyTorch.
+
+    An optional third input [sample offset] (distributed training: this rank's first
+    sample in the global batch) keys the mask by global element index, so the ranks
+    together draw the mask one process would draw for the whole batch."""
     x, hyper = ins[0].reshape(-1), ins[1]
     y, mask = outs[0].reshape(-1), outs[1].reshape(-1)
     p, seed = float(attrs["p"]), int(attrs["seed"])
-    return lambda: _dropout_train(x, y, mask, p, seed, int(hyper[1]))
+    if len(ins) > 2:
+        offset, per_sample = ins[2], x.size // max(ins[0].shape[0], 1)
+        return lambda: _dropout_train(x, y, mask, p, seed, int(hyper[1]),
+                                      int(offset[0]) * per_sample)
+    return lambda: _dropout_train(x, y, mask, p, seed, int(hyper[1]), 0)
 
 
 @numba.njit(cache=True, parallel=True)

@@ -55,6 +55,9 @@ def _bn_train(x, y, gamma, beta, rmean, rvar, mean_out, invstd_out, eps, momentu
 def bind_batch_norm_train(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
                           attrs: Mapping):
     """Batch statistics, normalize (+ fused activation), update running statistics."""
+    if attrs.get("sync"):  # statistics over every rank's batch (distributed training)
+        from .comm import bind_sync_batch_norm_train
+        return bind_sync_batch_norm_train(ins, outs, attrs)
     x, gamma, beta, rmean, rvar = ins
     y, mean, invstd = outs
     m = x.size // x.shape[1]
@@ -117,6 +120,9 @@ def bind_batch_norm_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     With ``activation`` set (fused by fuse_epilogues), ``gy`` is the gradient of the
     activation's output and a sixth input holds what its gradient reads (the saved
     output, or input for leaky_relu): the activation's backward costs no extra sweep."""
+    if attrs.get("sync"):  # synchronized BatchNorm (distributed training)
+        from .comm import bind_sync_batch_norm_grad
+        return bind_sync_batch_norm_grad(ins, outs, attrs)
     gy, x, gamma, mean, invstd = ins[:5]
     gx, ggamma, gbeta = outs
     code, alpha = act_code(attrs.get("activation", "none")), np.float32(attrs.get("alpha", 0.0))
