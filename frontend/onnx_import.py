@@ -537,6 +537,8 @@ class _Importer:
             self._problem(str(e), batch=e.batch)
             return self._poison(outs)
         res = list(res) if isinstance(res, (list, tuple)) else [res]
+        # numpy scalars (a Gather of one shape entry) are constants like any array
+        res = [np.asarray(r) if isinstance(r, (np.generic, int, float)) else r for r in res]
         for k, o in enumerate(outs):
             if not o:
                 continue

@@ -148,3 +148,26 @@ def test_pytorch_export_imports(tmp_path):
     with torch.no_grad():
         ref = net(x).numpy()
     assert rel_err(model(x.numpy()), ref) < TOL
+
+
+TORCH_ZOO = ["alexnet", "vgg16_bn", "resnet50", "googlenet", "squeezenet", "densenet121",
+             "shufflenet", "mobilenet_v2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TORCH_ZOO)
+def test_pytorch_model_zoo_exports_match_onnxruntime(tmp_path, name):
+    """The classic architectures written in PyTorch (tests/frontend/torch_zoo.py, trained-
+    looking BN statistics), exported by torch.onnx, import, fuse and match ONNX Runtime."""
+    torch = pytest.importorskip("torch")
+    from tests.frontend import torch_zoo
+    net, size = torch_zoo.build(name)
+    x = np.random.default_rng(2).standard_normal((2, 3, size, size)).astype(np.float32)
+    path = str(tmp_path / f"{name}.onnx")
+    torch.onnx.export(net, (torch.from_numpy(x),), path, input_names=["x"],
+                      output_names=["y"], dynamic_axes={"x": {0: "N"}}, dynamo=False)
+    ref = ort_run(path, {"x": x})
+    model = cnncomp.compile(fe.from_onnx(path))
+    assert any(len(k.ops) > 1 for k in model.kernels)  # fused
+    assert rel_err(model(x), ref) < TOL
+    assert rel_err(model(x[:1]), ref[:1]) < TOL  # batch 1 too
