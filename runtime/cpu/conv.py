@@ -44,18 +44,23 @@ def _valid_range(n_out, n_in, stride, pad, offset):
 
 
 @numba.njit(cache=True, parallel=True)
-def _im2col(x, col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    # x: (C, H, W) -> col: (C*kh*kw, OH*OW); out-of-bounds taps are zero
-    c_in, h, w = x.shape
-    for r in prange(c_in * kh * kw):
+def _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    # images i0..i0+k of x (N, C, H, W) -> col (C*kh*kw, k*OH*OW), image j in columns
+    # [j*P, (j+1)*P): one parallel call per GEMM instead of one per image
+    c_in, h, w = x.shape[1], x.shape[2], x.shape[3]
+    p = oh * ow
+    for t in prange(c_in * kh * kw * k):
+        r = t // k
+        base = (t % k) * p
+        n = i0 + t % k
         c = r // (kh * kw)
         a = (r // kw) % kh
         b = r % kw
-        i0, i1 = _valid_range(oh, h, sh, pt, a * dh)
+        i_lo, i_hi = _valid_range(oh, h, sh, pt, a * dh)
         j0, j1 = _valid_range(ow, w, sw, pl, b * dw)
         for i in range(oh):
-            row = i * ow
-            if i < i0 or i >= i1:
+            row = base + i * ow
+            if i < i_lo or i >= i_hi:
                 for j in range(ow):
                     col[r, row + j] = 0.0
                 continue
@@ -63,9 +68,36 @@ def _im2col(x, col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
             for j in range(j0):
                 col[r, row + j] = 0.0
             for j in range(j0, j1):
-                col[r, row + j] = x[c, y, j * sw - pl + b * dw]
+                col[r, row + j] = x[n, c, y, j * sw - pl + b * dw]
             for j in range(j1, ow):
                 col[r, row + j] = 0.0
+
+
+@numba.njit(cache=True, parallel=True)
+def _gather_images(src, i0, k, dst):
+    # src (N, R, P): images i0..i0+k side by side -> dst (R, k*P)
+    r_n, p = src.shape[1], src.shape[2]
+    for t in prange(r_n * k):
+        r = t // k
+        j = t % k
+        for q in range(p):
+            dst[r, j * p + q] = src[i0 + j, r, q]
+
+
+@numba.njit(cache=True, parallel=True)
+def _scatter_epilogue(prod, out, i0, k, bias, has_bias, res, has_res, code, alpha):
+    # prod (O, k*P) of a batched GEMM -> out (N, O, P) images i0..i0+k, adding bias and
+    # residual and applying the activation in the same sweep
+    o_n, p = out.shape[1], out.shape[2]
+    for t in prange(o_n * k):
+        o = t // k
+        j = t % k
+        bv = bias[o] if has_bias else np.float32(0.0)
+        for q in range(p):
+            v = prod[o, j * p + q] + bv
+            if has_res:
+                v += res[i0 + j, o, q]
+            out[i0 + j, o, q] = apply_act(v, code, alpha)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -160,7 +192,7 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
             if pointwise:
                 np.matmul(w2, x3[i], out=out3[i])
             else:
-                _im2col(x[i], col1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+                _im2col_group(x, col1, i, 1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
                 np.matmul(w2, col1, out=out3[i])
             epilogue(i, 1)
 
@@ -170,13 +202,10 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
             k = min(ch, n - i0)
             col = col_buf[:rows * k * p].reshape(rows, k * p)
             if pointwise:
-                np.copyto(col.reshape(c, k, p), x3[i0:i0 + k].transpose(1, 0, 2))
+                _gather_images(x3, i0, k, col)
             else:
-                for j in range(k):
-                    _im2col(x[i0 + j], col[:, j * p:(j + 1) * p], kh, kw, sh, sw, pt, pl, dh,
-                            dw, oh, ow)
+                _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
             prod = out_buf[:o_n * k * p].reshape(o_n, k * p)
             np.matmul(w2, col, out=prod)
-            np.copyto(out3[i0:i0 + k], prod.reshape(o_n, k, p).transpose(1, 0, 2))
-            epilogue(i0, k)
+            _scatter_epilogue(prod, out3, i0, k, bias, has_bias, res3, has_res, code, alpha)
     return run_batched if ch > 1 else run_per_image

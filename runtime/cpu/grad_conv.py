@@ -16,7 +16,10 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from .conv import _im2col, _valid_range, images_per_gemm
+from .conv import (_gather_images, _im2col_group, _scatter_epilogue, _valid_range,
+                   images_per_gemm)
+
+_NO_BIAS, _NO_RES = np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
 
 
 def _conv_attrs(attrs: Mapping) -> tuple:
@@ -27,20 +30,25 @@ def _conv_attrs(attrs: Mapping) -> tuple:
 
 
 @numba.njit(cache=True, parallel=True)
-def _col2im(col, gx, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    # col: (C*kh*kw, OH*OW) -> gx: (C, H, W), summing every tap that reads an input
-    c_in, h, w = gx.shape
-    for c in prange(c_in):
-        gx[c] = 0.0
+def _col2im_group(col, gx, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    # col (C*kh*kw, k*OH*OW) of images i0..i0+k (image j in columns [j*P, (j+1)*P))
+    # -> gx (N, C, H, W), summing every tap that reads an input; one call per GEMM
+    c_in, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
+    p = oh * ow
+    for t in prange(c_in * k):
+        c = t // k
+        n = i0 + t % k
+        base = (t % k) * p
+        gx[n, c] = 0.0
         for a in range(kh):
-            i0, i1 = _valid_range(oh, h, sh, pt, a * dh)
+            i_lo, i_hi = _valid_range(oh, h, sh, pt, a * dh)
             for b in range(kw):
                 j0, j1 = _valid_range(ow, w, sw, pl, b * dw)
                 r = (c * kh + a) * kw + b
-                for i in range(i0, i1):
+                for i in range(i_lo, i_hi):
                     y = i * sh - pt + a * dh
                     for j in range(j0, j1):
-                        gx[c, y, j * sw - pl + b * dw] += col[r, i * ow + j]
+                        gx[n, c, y, j * sw - pl + b * dw] += col[r, base + i * ow + j]
 
 
 @numba.njit(cache=True, parallel=True)
@@ -117,7 +125,7 @@ class _ImageGroups:
         for i0 in range(0, self.n, self.size):
             k = min(self.size, self.n - i0)
             gyc = _prefix(self.gy_buf, self.o_n, k * p)
-            np.copyto(gyc.reshape(self.o_n, k, p), self.gy3[i0:i0 + k].transpose(1, 0, 2))
+            _gather_images(self.gy3, i0, k, gyc)
             yield i0, k, gyc, _prefix(self.col_buf, self.rows, k * p)
 
 
@@ -141,11 +149,10 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
         for i0, k, gyc, col in groups_of:
             np.dot(wt, gyc, out=col)  # (C*kh*kw, k*P): every tap's contribution
             if pointwise:
-                np.copyto(gx3[i0:i0 + k], col.reshape(c, k, p).transpose(1, 0, 2))
+                _scatter_epilogue(col, gx3, i0, k, _NO_BIAS, False, _NO_RES, False, 0,
+                                  np.float32(0.0))
                 continue
-            for j in range(k):
-                _col2im(col[:, j * p:(j + 1) * p], gx[i0 + j], kh, kw, sh, sw, pt, pl, dh, dw,
-                        oh, ow)
+            _col2im_group(col, gx, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
     return run
 
 
@@ -169,11 +176,9 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     def run():
         for i0, k, gyc, col in groups_of:
             if pointwise:
-                np.copyto(col.reshape(c, k, p), x3[i0:i0 + k].transpose(1, 0, 2))
+                _gather_images(x3, i0, k, col)
             else:
-                for j in range(k):
-                    _im2col(x[i0 + j], col[:, j * p:(j + 1) * p], kh, kw, sh, sw, pt, pl, dh,
-                            dw, oh, ow)
+                _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
             if i0 == 0:
                 np.dot(gyc, col.T, out=gw2)
             else:
