@@ -29,3 +29,4 @@ clean:
 
 bench: $(VENV)/.test
 	$(BIN)/python benchmarks/fusion_layout_memory.py
+	$(BIN)/python benchmarks/suite.py

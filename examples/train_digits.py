@@ -1,6 +1,6 @@
 """Train a LeNet-style CNN on scikit-learn's handwritten digits, end to end in cnncomp.
 
-    python examples/train_digits.py [--epochs 40] [--plot train_digits.png]
+    python examples/train_digits.py [--epochs 50] [--plot train_digits.png]
 
 Data: the 1797 real 8x8 digit images bundled with scikit-learn (no download). Test
 split: a seeded (seed 0), stratified 20% of the data (359 images; 1438 for training),
@@ -25,7 +25,7 @@ from runtime import data
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)

@@ -1,7 +1,7 @@
 """train_digits.py, data-parallel over MPI ranks: the same network, data and recipe.
 
     pip install -e '.[distributed,data]'          # mpi4py + mpich (gives mpiexec)
-    mpiexec -n 2 python examples/train_digits_distributed.py [--epochs 40] [--sync-bn]
+    mpiexec -n 2 python examples/train_digits_distributed.py [--epochs 50] [--sync-bn]
 
 Every rank runs the compiled training graph on its shard of each global batch of 32
 (16 images per rank with 2 ranks); gradients are averaged with MPI Allreduce inside the
@@ -23,7 +23,7 @@ from runtime import data
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=50)
     ap.add_argument("--batch-size", type=int, default=32, help="the global batch")
     ap.add_argument("--lr", type=float, default=0.05)
     ap.add_argument("--seed", type=int, default=0)
