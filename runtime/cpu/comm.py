@@ -38,6 +38,7 @@ from numba import prange
 
 from ..registry import register_kernel
 from .activation import act_code, act_grad, apply_act
+from .grad_norm import _by_channel, channel_moments
 
 
 class CommTimeout(RuntimeError):
@@ -195,27 +196,10 @@ def bind_allreduce_wait(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
 
 # ------------------------------------------------------------------ synchronized BatchNorm
 
-def _by_channel(a: np.ndarray) -> np.ndarray:
-    return a.reshape(a.shape[0], a.shape[1], -1)
-
-
 @numba.njit(cache=True, parallel=True)
 def _local_moments(x, mean, m2):
-    n, c_n, p = x.shape
-    m = n * p
-    for c in prange(c_n):
-        s = 0.0
-        for i in range(n):
-            for k in range(p):
-                s += x[i, c, k]
-        mu = s / m
-        v = 0.0
-        for i in range(n):
-            for k in range(p):
-                d = x[i, c, k] - mu
-                v += d * d
-        mean[c] = mu
-        m2[c] = v
+    for c in prange(x.shape[1]):
+        mean[c], m2[c] = channel_moments(x, c)
 
 
 @numba.njit(cache=True, parallel=True)

@@ -22,22 +22,31 @@ def _by_channel(a: np.ndarray) -> np.ndarray:
     return a.reshape(a.shape[0], a.shape[1], -1)
 
 
+@numba.njit(cache=True, inline="always")
+def channel_moments(x, c):
+    """Mean and sum of squared deviations of channel ``c`` of x (N, C, P), two passes in
+    float64 (the one-pass formula loses digits when the mean is large)."""
+    n, _, p = x.shape
+    s = 0.0
+    for i in range(n):
+        for k in range(p):
+            s += x[i, c, k]
+    mean = s / (n * p)
+    v = 0.0
+    for i in range(n):
+        for k in range(p):
+            d = x[i, c, k] - mean
+            v += d * d
+    return mean, v
+
+
 @numba.njit(cache=True, parallel=True)
 def _bn_train(x, y, gamma, beta, rmean, rvar, mean_out, invstd_out, eps, momentum, code,
               alpha):
     n, c_n, p = x.shape
     m = n * p
     for c in prange(c_n):
-        s = 0.0
-        for i in range(n):
-            for k in range(p):
-                s += x[i, c, k]
-        mean = s / m
-        v = 0.0
-        for i in range(n):
-            for k in range(p):
-                d = x[i, c, k] - mean
-                v += d * d
+        mean, v = channel_moments(x, c)
         var = v / m
         inv = 1.0 / math.sqrt(var + eps)
         scale = np.float32(gamma[c] * inv)
