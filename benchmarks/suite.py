@@ -53,6 +53,7 @@ from frontend import zoo  # noqa: E402
 from fusion_layout_memory import machine  # noqa: E402
 from peers import NETS, TorchEager  # noqa: E402
 from training import LR, torch_step  # noqa: E402
+from tests.helpers import rel_err  # noqa: E402
 
 THREADS = 2
 TOL = 1e-4
@@ -177,14 +178,6 @@ def time_rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3,
         for k, t in r.items():
             kept[k].append(t)
     return kept, discarded
-
-
-def rel_err(a: Any, b: Any) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    den = float(np.linalg.norm(b.ravel()))
-    num = float(np.linalg.norm((a - b).ravel()))
-    return num / den if den > 0 else num
 
 
 # ------------------------------------------------------------------------ contestants

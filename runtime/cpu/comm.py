@@ -37,8 +37,9 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from .activation import act_code, act_grad, apply_act
-from .grad_norm import _by_channel, channel_moments
+from .activation import act_code, apply_act
+from .grad_norm import (_by_channel, channel_grad_input, channel_grad_sums,
+                        channel_moments)
 
 
 class CommTimeout(RuntimeError):
@@ -260,44 +261,17 @@ def bind_sync_batch_norm_train(ins: Sequence[np.ndarray], outs: Sequence[np.ndar
     return run
 
 
-@numba.njit(cache=True, inline="always")
-def _upstream(gy, s, i, c, k, code, alpha):
-    g = gy[i, c, k]
-    if code == 0:
-        return g
-    return act_grad(g, s[i, c, k], code, alpha)
-
-
 @numba.njit(cache=True, parallel=True)
 def _grad_sums(gy, x, mean, s, code, alpha, sg_out, sgx_out):
-    n, c_n, p = x.shape
-    for c in prange(c_n):
-        mu = mean[c]
-        sg = 0.0
-        sgx = 0.0
-        for i in range(n):
-            for k in range(p):
-                g = _upstream(gy, s, i, c, k, code, alpha)
-                sg += g
-                sgx += g * (x[i, c, k] - mu)
-        sg_out[c] = sg
-        sgx_out[c] = sgx
+    for c in prange(x.shape[1]):
+        sg_out[c], sgx_out[c] = channel_grad_sums(gy, x, s, c, mean[c], code, alpha)
 
 
 @numba.njit(cache=True, parallel=True)
 def _grad_input(gy, x, gamma, mean, invstd, gx, s, code, alpha, sg, sgx, m):
-    n, c_n, p = x.shape
-    for c in prange(c_n):
-        mu = mean[c]
-        inv = invstd[c]
-        k1 = gamma[c] * inv / m
-        mean_g = sg[c]
-        xh_g = sgx[c] * inv
-        for i in range(n):
-            for k in range(p):
-                xh = (x[i, c, k] - mu) * inv
-                g = _upstream(gy, s, i, c, k, code, alpha)
-                gx[i, c, k] = k1 * (m * g - mean_g - xh * xh_g)
+    for c in prange(x.shape[1]):
+        channel_grad_input(gy, x, s, gx, c, mean[c], invstd[c], gamma[c], sg[c], sgx[c], m,
+                           code, alpha)
 
 
 def bind_sync_batch_norm_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],

@@ -92,6 +92,34 @@ def _upstream(gy, s, i, c, k, code, alpha):
     return act_grad(g, s[i, c, k], code, alpha)
 
 
+@numba.njit(cache=True, inline="always")
+def channel_grad_sums(gy, x, s, c, mu, code, alpha):
+    """sum(g) and sum(g * (x - mean)) over channel ``c``, g = dL/d(bn output)."""
+    n, _, p = x.shape
+    sg = 0.0
+    sgx = 0.0
+    for i in range(n):
+        for k in range(p):
+            g = _upstream(gy, s, i, c, k, code, alpha)
+            sg += g
+            sgx += g * (x[i, c, k] - mu)
+    return sg, sgx
+
+
+@numba.njit(cache=True, inline="always")
+def channel_grad_input(gy, x, s, gx, c, mu, inv, gamma_c, sg, sgx, m, code, alpha):
+    """dx of channel ``c`` from the sums above over ``m`` values:
+    gamma*inv/m * (m*g - sum(g) - xhat*sum(g*xhat))."""
+    n, _, p = x.shape
+    k1 = gamma_c * inv / m
+    xh_g = sgx * inv
+    for i in range(n):
+        for k in range(p):
+            xh = (x[i, c, k] - mu) * inv
+            g = _upstream(gy, s, i, c, k, code, alpha)
+            gx[i, c, k] = k1 * (m * g - sg - xh * xh_g)
+
+
 @numba.njit(cache=True, parallel=True)
 def _bn_grad(gy, x, gamma, mean, invstd, gx, ggamma, gbeta, s, code, alpha):
     n, c_n, p = x.shape
@@ -99,26 +127,10 @@ def _bn_grad(gy, x, gamma, mean, invstd, gx, ggamma, gbeta, s, code, alpha):
     for c in prange(c_n):
         mu = mean[c]
         inv = invstd[c]
-        sg = 0.0
-        sgx = 0.0
-        for i in range(n):
-            for k in range(p):
-                g = _upstream(gy, s, i, c, k, code, alpha)
-                sg += g
-                sgx += g * (x[i, c, k] - mu)
-        dbeta = sg
-        dgamma = sgx * inv
-        ggamma[c] = dgamma
-        gbeta[c] = dbeta
-        # dx = gamma*inv/m * (m*gy - sum(gy) - xhat*sum(gy*xhat))
-        k1 = gamma[c] * inv / m
-        mean_g = dbeta
-        xh_g = dgamma
-        for i in range(n):
-            for k in range(p):
-                xh = (x[i, c, k] - mu) * inv
-                g = _upstream(gy, s, i, c, k, code, alpha)
-                gx[i, c, k] = k1 * (m * g - mean_g - xh * xh_g)
+        sg, sgx = channel_grad_sums(gy, x, s, c, mu, code, alpha)
+        ggamma[c] = sgx * inv
+        gbeta[c] = sg
+        channel_grad_input(gy, x, s, gx, c, mu, inv, gamma[c], sg, sgx, m, code, alpha)
 
 
 @register_kernel("batch_norm_grad", mode="backward")
