@@ -70,7 +70,11 @@ def _finish(acc, of, oidx, rf, has_res, act, alpha):
 
 @numba.njit(cache=True, inline="always")
 def _x_or_zero(xf, row, iw, w, ic):
-    return xf[row + iw * B + ic] if 0 <= iw < w else _ZERO
+    """Input pixel ``iw`` (zero outside the row), branch-free: the load is from a clamped,
+    always valid index and a select zeroes it, so the tap loop has no data-dependent
+    branch and LLVM hoists the index and the test out of the channel loop."""
+    v = xf[row + min(max(iw, 0), w - 1) * B + ic]
+    return v if 0 <= iw < w else _ZERO
 
 
 def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, pl, dh, dw):
@@ -80,9 +84,17 @@ def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, p
     xs_n, xs_c, xs_h = cb_n * h * w * B, h * w * B, w * B
     ws_o, ws_c = cb_n * kh_n * kw_n * B * B, kh_n * kw_n * B * B
     os_n, os_o, os_h = ob_n * oh_n * ow_n * B, oh_n * ow_n * B, ow_n * B
+    # Task order by what would be re-read more: with one output block's weights larger
+    # than an image, all tasks of that block run back to back on a thread (its weight
+    # slab stays in cache, images stream); otherwise all blocks of one image do.
+    w_major = ws_o > xs_n
     for t in prange(n_img * ob_n * oh_n):
-        n = t // (ob_n * oh_n)
-        ob = (t // oh_n) % ob_n
+        if w_major:
+            ob = t // (n_img * oh_n)
+            n = (t // oh_n) % n_img
+        else:
+            n = t // (ob_n * oh_n)
+            ob = (t // oh_n) % ob_n
         oh = t % oh_n
         bvec = vload(bias, ob * B)
         obase = n * os_n + ob * os_o + oh * os_h

@@ -54,6 +54,29 @@ def test_blocked_conv(case):
         assert (out[:, -1, :, :, o % 16:] == 0).all()
 
 
+@pytest.mark.parametrize("w", [4, 6, 13])
+def test_blocked_conv_border_taps_ignore_inf_at_the_edge(w):
+    """Taps in the padding read a clamped edge pixel and select zero: an Inf at the edge
+    must not leak into outputs whose every tap is padding (padding 3 > reach 1)."""
+    r = rng(1)
+    x = r.standard_normal((2, 16, 5, w)).astype(np.float32)
+    x[:, :, :, 0] = np.inf
+    x[:, :, :, -1] = -np.inf
+    wt = r.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    b = r.standard_normal(16).astype(np.float32)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    ref = F.conv2d(t(x), t(wt), t(b), 1, 3).numpy()
+    attrs = dict(out_channels=16, kernel_size=(3, 3), stride=(1, 1), padding=(3,) * 4,
+                 dilation=(1, 1), groups=1, bias=True, activation="none", alpha=0.0,
+                 residual=False)
+    out = from_nchwc(run_kernel("conv2d", [to_nchwc(x), wt, b], (2, 1, 9, w + 4, 16), attrs,
+                                layout="NCHW16c"), 16)
+    assert np.array_equal(np.isnan(out), np.isnan(ref))
+    assert np.array_equal(np.isinf(out), np.isinf(ref))
+    fin = np.isfinite(ref)
+    assert fin[:, :, :, 0].all() and rel_err(out[fin], ref[fin]) < 1e-5
+
+
 def test_blocked_conv_rejects_unsupported_cases():
     x, w = np.zeros((1, 1, 5, 5, 16), np.float32), np.zeros((8, 4, 3, 3), np.float32)
     attrs = dict(out_channels=8, kernel_size=(3, 3), stride=(1, 1), padding=(0,) * 4,
