@@ -26,10 +26,11 @@ import subprocess
 import sys
 import time
 
-import numpy as np
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+import runtime  # noqa: E402,F401  (before numpy: it sets OpenBLAS's thread policy)
+import numpy as np  # noqa: E402
 
 MIB = 1 << 20
 NETS = {  # name -> (zoo builder, global batch, timed steps, warm-up steps)

@@ -14,11 +14,10 @@ import platform
 import subprocess
 import time
 
-import numpy as np
-
 import cnncomp
 from cnncomp.bench import format_table, plot_rows, run_bench
 from frontend import zoo
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "results")

@@ -14,9 +14,6 @@ import os
 import sys
 import time
 
-import numpy as np
-import torch
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -25,6 +22,8 @@ from cnncomp.ir import Graph  # noqa: E402
 from frontend import zoo  # noqa: E402
 from tests.torch_reference import _node  # noqa: E402  (the oracle's per-node torch code)
 from fusion_layout_memory import machine  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 NETS = ["lenet5", "resnet18", "vgg11", "mobilenet", "inception", "resnet18_224"]
 

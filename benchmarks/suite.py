@@ -40,8 +40,6 @@ import tempfile
 import time
 from typing import Any, Callable, Optional, Sequence
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 for _p in (ROOT, HERE):
@@ -49,9 +47,11 @@ for _p in (ROOT, HERE):
         sys.path.insert(0, _p)
 
 import cnncomp  # noqa: E402
+from cnncomp.bench import SETTLE_S  # noqa: E402
 from frontend import zoo  # noqa: E402
 from fusion_layout_memory import machine  # noqa: E402
 from peers import NETS, TorchEager  # noqa: E402
+import numpy as np  # noqa: E402
 from training import LR, torch_step  # noqa: E402
 from tests.helpers import rel_err  # noqa: E402
 
@@ -131,13 +131,16 @@ class CpuMonitor:
 
 
 # ----------------------------------------------------------------------------- timing
+
+
 def time_rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3,
                 noise: float = 1.5, max_discard: Optional[int] = None,
                 min_time: float = 0.02) -> tuple[dict[str, list[float]], int]:
     """Time ``fns`` round-robin until ``repeat`` rounds are kept.
 
-    One round = for each function in turn, one untimed call (it absorbs what the previous
-    function left running), then ``number`` timed calls; the sample is their mean.
+    One round = for each function in turn, a pause of ``SETTLE_S`` (thread pools the
+    previous function left spinning go to sleep), one untimed call (it wakes this
+    function's own threads), then ``number`` timed calls; the sample is their mean.
     ``number`` is 1 unless a call is shorter than ``min_time`` (sub-millisecond LeNet-5
     calls): then enough calls to last ``min_time``, set from the warm-up rounds. A round in
     which any function took more than ``noise`` x its running median (over every round so
@@ -151,6 +154,7 @@ def time_rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3,
     def one_round() -> dict[str, float]:
         out = {}
         for key, fn in fns.items():
+            time.sleep(SETTLE_S)
             fn()
             t0 = time.perf_counter()
             for _ in range(number[key]):
@@ -269,8 +273,8 @@ def _row(net: str, batch: int, mode: str, times: dict, discarded: int, flops: fl
 _COMPILE = r"""
 import json, sys, time
 t0 = time.perf_counter()
-import numpy as np
 import cnncomp
+import numpy as np
 from frontend import zoo
 t1 = time.perf_counter()
 net = zoo.randomize_bn_stats(zoo.get(sys.argv[1]), seed=0)

@@ -14,9 +14,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
-import torch
-
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
@@ -25,6 +22,8 @@ from cnncomp.bench import format_train_table, run_train_bench  # noqa: E402
 from frontend import zoo  # noqa: E402
 from tests.torch_reference import TorchNet  # noqa: E402
 from fusion_layout_memory import machine  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 CASES = [("lenet5", 64), ("resnet18", 32)]
 LR = 0.01

@@ -5,7 +5,9 @@
     plain = cnncomp.compile(net, fuse=False)           # the unfused baseline
     y = model(x)                                       # float32 NCHW in, ndarray out
 """
+
 from __future__ import annotations
+import runtime  # noqa: F401  (first: sets OpenBLAS's thread policy before numpy loads)
 
 from . import optim
 from .api import compile, load

@@ -17,6 +17,12 @@ from .compiled import CompiledModel
 from .ir import PARAM, Graph
 from .passes import PASSES, default_pipeline
 
+# Runtimes busy-wait after a call (OpenBLAS for up to ~0.1 s unless told otherwise, OpenMP
+# and ONNX Runtime pools briefly) on the cores the next contestant needs: interleaved, that
+# penalized whoever ran next (the blocked ResNet-18 b32 ran 305 ms after itself, 557 ms
+# right after BLAS-heavy variants). Timing loops pause this long before each turn.
+SETTLE_S = 0.12
+
 
 @dataclass
 class Variant:
@@ -82,11 +88,13 @@ def run_bench(net: Any, batch: int = 8, repeat: int = 10, target: str = "cpu",
     for _ in range(warmup):
         for v in built:
             v.model(x)
-    # OpenBLAS threads busy-wait after a GEMM: a model timed right after a BLAS-heavy one
-    # (the NCHW path) ran ~30% slower. So each timed call follows an untimed call of the
-    # same model, which absorbs what the previous variant left running.
+    # Thread pools busy-wait after a call (OpenBLAS for ~0.1 s by default) on the cores the
+    # next variant needs: a model timed right after a BLAS-heavy one ran up to 1.8x slower.
+    # So each variant's turn starts with a pause (the previous variant's threads go to
+    # sleep) and an untimed call (which wakes this variant's own), then the timed call.
     for _ in tqdm(range(repeat), desc="timing", disable=not progress, leave=False):
         for v in built:
+            time.sleep(SETTLE_S)
             v.model(x)
             t0 = time.perf_counter()
             v.model(x)
@@ -183,6 +191,8 @@ def run_train_bench(net: Any, batch: int = 32, repeat: int = 5, target: str = "c
     for _ in tqdm(range(repeat), desc="timing training steps", disable=not progress,
                   leave=False):
         for label, fn, _, _ in entries:
+            time.sleep(SETTLE_S)  # as in run_bench: let the previous entry's threads sleep
+            fn(x, y)
             t0 = time.perf_counter()
             fn(x, y)
             times[label].append(time.perf_counter() - t0)

@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 import cnncomp
+import numpy as np
 
 
 def parse(description: str, batch: int = 8) -> argparse.Namespace:

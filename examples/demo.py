@@ -11,11 +11,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-
 import cnncomp
 from cnncomp.bench import format_table, run_bench
 from frontend import zoo
+import numpy as np
 
 
 def digits_batch(n: int) -> tuple[np.ndarray, str]:

@@ -4,6 +4,9 @@
     net = fe.Sequential(fe.Conv2d(6, 5, padding=2), fe.ReLU(), fe.MaxPool2d(2),
                         fe.Flatten(), fe.Linear(10), input_shape=(1, 28, 28))
 """
+import runtime  # noqa: F401  (first: sets OpenBLAS's thread policy before numpy loads)
+
+
 from .layers import (Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
                      GlobalAvgPool2d, Input, Layer, LeakyReLU, Linear, LocalResponseNorm,
                      LPPool2d, MaxPool2d, ReLU, Sigmoid, Softmax, SymbolicTensor, Tanh)

@@ -1,5 +1,6 @@
 """Test-wide settings: every compile in the tests verifies the graph after each pass and
-proves the memory plan has no overlapping live buffers.
+proves the memory plan has no overlapping live buffers; kernel timings for the layout
+pass are cached in a scratch folder.
 
 CUDA: unless pytest runs with ``--run-cuda`` (on a GPU machine), the CUDA tests run the
 kernels under the CUDA simulator. numba.cuda picks the simulator when it is first
@@ -8,10 +9,16 @@ imported, so the environment is set here, in pytest_configure, before any test m
 a real GPU and run only with ``--run-cuda``.
 """
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("CNNCOMP_VERIFY", "1")
+# pytest's plugins load numpy before cnncomp can set this (runtime/__init__.py); set here, it
+# reaches the subprocesses the tests start (examples, MPI ranks) and silences the warning
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+# measured conv costs (select_layout) go to a scratch folder, not the user's ~/.cache
+os.environ.setdefault("CNNCOMP_CACHE_DIR", tempfile.mkdtemp(prefix="cnncomp-test-cache-"))
 
 
 def pytest_addoption(parser):

@@ -15,10 +15,9 @@ import signal
 import sys
 import time
 
-import numpy as np
-
 import cnncomp
 import frontend as fe
+import numpy as np
 
 STEPS = 3
 
