@@ -9,7 +9,8 @@ An op can run blocked when the runtime registers a kernel for it in that layout,
 it is a zero-preserving elementwise op (its kernel works on the flat buffer and keeps the
 padded channels zero). Nodes that can run blocked form connected regions; a region is
 kept only if the modelled conv speed-up outweighs the conversions at its boundary (ONNX
-Runtime and TVM's x86 schedule convert once at the edges for the same reason). Graph
+Runtime and TVM's x86 schedule convert once at the edges for the same reason); each
+conv's cost per layout is measured once per machine (cnncomp.cost). Graph
 inputs and outputs stay NCHW: what the user passes and gets is always NCHW.
 """
 from __future__ import annotations
@@ -18,7 +19,8 @@ import math
 from runtime.registry import registered
 
 from ..ir import PARAM, Graph, Meta, Node, Value
-from ..ops import LayoutTransformAttrs, Op, op_def
+from .. import cost
+from ..ops import LayoutTransformAttrs, Op, attrs_to_dict, op_def
 from . import PassContext, graph_pass
 
 BLOCKED = "NCHW16c"
@@ -28,10 +30,12 @@ BLOCK = 16
 _ZERO_SAFE_ACTS = ("none", "relu", "leaky_relu", "tanh")
 _FLAT_OPS = {Op.RELU, Op.LEAKY_RELU, Op.TANH, Op.DROPOUT, Op.ADD}
 
-# Cost model, calibrated on the 2-core Zen 4 development machine: NCHW convs (im2col +
-# BLAS) ran 42-54 GFLOP/s and the NCHW16c kernel 130-180 GFLOP/s on ResNet-18's layers
-# at batch 32 (benchmarks/results/conv_kernels.md); a layout transform moved ~4 GB/s.
-# The blocked kernel also computes the padding channels, which the model charges for.
+# Convolutions are costed by timing their kernels on this machine (cnncomp.cost). With
+# CNNCOMP_LAYOUT_COST=model this analytic model stands in, calibrated on the 2-core Zen 4
+# development machine: NCHW convs (im2col + BLAS) ran 42-54 GFLOP/s and the NCHW16c
+# kernel 130-180 GFLOP/s on ResNet-18's layers at batch 32 (it misranks layouts on an
+# AVX2 Zen 3, hence the measurement). The blocked kernel also computes the padding
+# channels, which the model charges for. A layout transform moves ~4 GB/s (both modes).
 GFLOPS = {"NCHW": 45.0, BLOCKED: 150.0, NHWC: 45.0}
 TRANSFORM_GBPS = 4.0
 
@@ -98,7 +102,26 @@ def _value_bytes(v: Value, layout: str = BLOCKED) -> int:
     return 2 * math.prod(dims) + 2 * math.prod(blocked)
 
 
-def region_gain(g: Graph, region: set[str], layout: str = BLOCKED) -> float:
+def conv_cost(g: Graph, n: Node, layout: str, target: str = "cpu") -> float:
+    """Seconds per image of conv node ``n`` in ``layout``: measured on this machine
+    (``cnncomp.cost``), or from the analytic model when measuring is off."""
+    x = g.values[n.inputs[0]].concrete_shape(1)
+    out = g.values[n.outputs[0]].concrete_shape(1)
+    if cost.enabled():
+        t = cost.conv_seconds(layout, x, g.values[n.inputs[1]].shape, out,
+                              attrs_to_dict(n.attrs), target)
+        if t is not None:
+            return t
+    flops = op_def(n.op).flops(n.attrs, [x], out)
+    c, o = x[1], out[1]
+    waste = _padded(o) / o if layout == BLOCKED else 1.0
+    if n.attrs.groups == 1 and layout == BLOCKED:
+        waste *= _padded(c) / c
+    return flops / 1e9 * waste / GFLOPS[layout]
+
+
+def region_gain(g: Graph, region: set[str], layout: str = BLOCKED, target: str = "cpu"
+                ) -> float:
     """Modelled seconds saved per sample by running ``region`` in ``layout`` (minus
     conversions)."""
     gain = 0.0
@@ -106,14 +129,7 @@ def region_gain(g: Graph, region: set[str], layout: str = BLOCKED) -> float:
     for n in g.nodes:
         if n.name in region:
             if n.op is Op.CONV2D:
-                x = g.values[n.inputs[0]].concrete_shape(1)
-                out = g.values[n.outputs[0]].concrete_shape(1)
-                flops = op_def(n.op).flops(n.attrs, [x], out)
-                c, o = x[1], out[1]
-                waste = _padded(o) / o if layout == BLOCKED else 1.0
-                if n.attrs.groups == 1 and layout == BLOCKED:
-                    waste *= _padded(c) / c
-                gain += flops / 1e9 * (1 / GFLOPS["NCHW"] - waste / GFLOPS[layout])
+                gain += conv_cost(g, n, "NCHW", target) - conv_cost(g, n, layout, target)
             for i in n.inputs:
                 p = g.producer(i)
                 if g.values[i].kind != PARAM and (p is None or p.name not in region):
@@ -193,9 +209,16 @@ def _plan(g: Graph, target: str, layout: str, forced: bool) -> tuple[set[str], f
     eligible = {n.name for n in g.nodes if can_block(g, n, kernels, layout)}
     regions = [r for r in _regions(g, eligible)
                if any(g.node(n).op is Op.CONV2D for n in r)]
-    gains = [region_gain(g, r, layout) for r in regions]
-    keep = [(r, gain) for r, gain in zip(regions, gains) if forced or gain > 0]
+    if forced:
+        return set().union(*regions) if regions else set(), 0.0
+    gains = [region_gain(g, r, layout, target) for r in regions]
+    keep = [(r, gain) for r, gain in zip(regions, gains) if gain > 0]
     return set().union(*(r for r, _ in keep)) if keep else set(), sum(gn for _, gn in keep)
+
+
+def _conv_spec(g: Graph, n: Node, layout: str) -> tuple:
+    return (layout, g.values[n.inputs[0]].concrete_shape(1), g.values[n.inputs[1]].shape,
+            g.values[n.outputs[0]].concrete_shape(1), attrs_to_dict(n.attrs))
 
 
 @graph_pass("select_layout", opt_level=2, provides=("layouts",))
@@ -209,6 +232,9 @@ def select_layout(g: Graph, ctx: PassContext) -> Graph:
         layout = BLOCKED if ctx.layout == "NCHWc" else NHWC
         nodes, _ = _plan(g, ctx.target, layout, forced=True)
     else:  # auto: the layout whose regions the cost model rates best
+        if cost.enabled():  # time every conv in every layout first, under one progress bar
+            cost.measure([_conv_spec(g, n, lay) for n in g.nodes if n.op is Op.CONV2D
+                          for lay in ("NCHW", BLOCKED, NHWC)], ctx.target)
         options = [(layout, *_plan(g, ctx.target, layout, forced=False))
                    for layout in (BLOCKED, NHWC)]
         layout, nodes, gain = max(options, key=lambda o: o[2])

@@ -1,0 +1,179 @@
+"""Measured kernel costs for the layout pass, cached on disk.
+
+One GFLOP/s figure per layout cannot rank layouts across CPUs and layer shapes: on an
+AVX-512 Zen 4 the blocked NCHW16c conv ran 3x the NCHW one, on an AVX2 Zen 3 the NHWC
+GEMM beat it on VGG's wide layers while depthwise convs ran 10x slower in NHWC. So,
+like TVM's and ONNX Runtime's tuners, ``select_layout`` asks what each convolution
+actually costs here: the registered kernel of each candidate layout is bound to random
+data at ``BATCH`` images and timed (best of a few runs). Results are keyed by the CPU,
+the thread count, the kernels' source and the layer's shape, and kept in a JSON file,
+so each layer shape is measured once per machine; a new process reads them back.
+
+``CNNCOMP_LAYOUT_COST=model`` switches measurement off (the analytic model in
+``select_layout`` is used); ``CNNCOMP_CACHE_DIR`` moves the file (default: beside Numba's
+cache when ``NUMBA_CACHE_DIR`` is set, else ``~/.cache/cnncomp``).
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
+
+BATCH = 8          # images per timed call: the per-image cost is what the pass compares
+RUNS = 3           # timed calls after a warm-up; the best is kept (noise only adds time)
+VERSION = 1
+_KERNEL_SOURCES = ("conv.py", "conv_blocked.py", "nhwc.py", "simd.py")
+
+_memory: dict[str, float] = {}
+_loaded_from: Optional[Path] = None
+
+
+def enabled() -> bool:
+    """Measure kernels (default) or fall back to the analytic model."""
+    mode = os.environ.get("CNNCOMP_LAYOUT_COST", "measured").strip().lower()
+    if mode not in ("measured", "model"):
+        raise ValueError(f"CNNCOMP_LAYOUT_COST={mode!r}: use 'measured' (time each "
+                         "convolution once per machine) or 'model' (analytic GFLOP/s)")
+    return mode == "measured"
+
+
+def cache_path() -> Path:
+    """The JSON file of measured costs."""
+    if os.environ.get("CNNCOMP_CACHE_DIR"):
+        root = Path(os.environ["CNNCOMP_CACHE_DIR"])
+    elif os.environ.get("NUMBA_CACHE_DIR"):
+        root = Path(os.environ["NUMBA_CACHE_DIR"]) / "cnncomp"
+    else:
+        root = Path.home() / ".cache" / "cnncomp"
+    return root / "kernel_costs.json"
+
+
+def _machine() -> str:
+    """CPU name, vector features and thread count: what a timing depends on."""
+    import numba
+    return f"{_cpu_and_kernels()}/threads={numba.get_num_threads()}"
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_and_kernels() -> str:
+    import llvmlite.binding as llvm
+    feats = llvm.get_host_cpu_features()
+    isa = "+".join(f for f in ("avx512f", "avx2", "fma", "neon") if feats.get(f))
+    src = Path(__file__).resolve().parent.parent / "runtime" / "cpu"
+    digest = hashlib.sha1()
+    for name in _KERNEL_SOURCES:  # a kernel change invalidates its timings
+        p = src / name
+        digest.update(p.read_bytes() if p.exists() else b"")
+    return f"{llvm.get_host_cpu_name()}/{isa}/kernels={digest.hexdigest()[:12]}"
+
+
+def _load(path: Path) -> None:
+    global _loaded_from
+    if _loaded_from == path:
+        return
+    _memory.clear()
+    _loaded_from = path
+    try:
+        data = json.loads(path.read_text())
+        if data.get("version") == VERSION:
+            _memory.update({k: float(v) for k, v in data["costs"].items()})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # missing or unreadable: measure again and rewrite
+
+
+def _save(path: Path) -> None:
+    """Merge with what another process may have written, then replace atomically."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            old = json.loads(path.read_text())
+            costs = dict(old["costs"]) if old.get("version") == VERSION else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            costs = {}
+        costs.update(_memory)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernel_costs.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"version": VERSION, "costs": costs}, f, indent=0, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only home: the timings still serve this process
+
+
+def conv_key(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
+             attrs: Mapping[str, Any]) -> str:
+    """What a convolution's cost depends on (its epilogue costs the same in every layout,
+    so fused and unfused convs share one measurement)."""
+    c, h, w = x_shape[1:]
+    a = attrs
+    return (f"conv2d/{layout}/C{c}xH{h}xW{w}/O{w_shape[0]}/k{tuple(a['kernel_size'])}/"
+            f"s{tuple(a['stride'])}/p{tuple(a['padding'])}/d{tuple(a['dilation'])}/"
+            f"g{a['groups']}")
+
+
+def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
+               out_shape: Sequence[int], attrs: Mapping[str, Any], target: str) -> float:
+    from runtime.registry import get_kernel
+    from .passes.select_layout import physical_shape
+    r = np.random.default_rng(0)
+    xs = (BATCH, *x_shape[1:])
+    os_ = (BATCH, *out_shape[1:])
+    x = r.standard_normal(physical_shape(xs, layout)).astype(np.float32)
+    wt = r.standard_normal(tuple(w_shape)).astype(np.float32)
+    b = r.standard_normal(w_shape[0]).astype(np.float32)
+    out = np.empty(physical_shape(os_, layout), np.float32)
+    run = get_kernel("conv2d", target, layout)(
+        [x, wt, b], [out], dict(attrs, bias=True, activation="none", residual=False))
+    run()  # compiles (or loads from Numba's cache) and warms the caches
+    best = float("inf")
+    for _ in range(RUNS):
+        t = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - t)
+    return best / BATCH
+
+
+ConvSpec = tuple  # (layout, x_shape, w_shape, out_shape, attrs): one conv in one layout
+
+
+def conv_seconds(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
+                 out_shape: Sequence[int], attrs: Mapping[str, Any],
+                 target: str = "cpu") -> Optional[float]:
+    """Measured seconds per image of one conv2d in ``layout`` (None: no such kernel, or
+    it rejects this conv)."""
+    _load(cache_path())
+    cost = _memory.get(f"{_machine()}|{conv_key(layout, x_shape, w_shape, attrs)}")
+    if cost is None:
+        measure([(layout, x_shape, w_shape, out_shape, attrs)], target)
+        cost = _memory.get(f"{_machine()}|{conv_key(layout, x_shape, w_shape, attrs)}")
+    return None if cost is None or cost < 0 else cost
+
+
+def measure(specs: Sequence[ConvSpec], target: str = "cpu") -> None:
+    """Time the convolutions of ``specs`` not measured on this machine yet (a progress
+    bar when there are several), then write the cache file once."""
+    from tqdm.auto import tqdm
+    path = cache_path()
+    _load(path)
+    machine = _machine()
+    todo: dict[str, ConvSpec] = {}
+    for spec in specs:
+        key = f"{machine}|{conv_key(spec[0], *spec[1:3], spec[4])}"
+        if key not in _memory:
+            todo.setdefault(key, spec)
+    if not todo:
+        return
+    for key, (layout, xs, ws, outs, attrs) in tqdm(
+            todo.items(), desc="measuring conv kernels per layout", unit="conv",
+            disable=None if len(todo) > 3 else True, leave=False):
+        try:
+            _memory[key] = _time_conv(layout, xs, ws, outs, attrs, target)
+        except (LookupError, NotImplementedError, ValueError):
+            _memory[key] = -1.0  # this layout has no kernel for this conv: remembered too
+    _save(path)

@@ -1,0 +1,91 @@
+"""cnncomp.cost: measured conv costs drive select_layout, are cached on disk and reused."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import cnncomp
+import frontend as fe
+from cnncomp import cost
+from cnncomp.ops import Op
+from tests.helpers import rel_err
+
+
+def net():
+    x = fe.Input((3, 10, 10), name="x")
+    h = fe.ReLU(name="r1")(fe.Conv2d(16, 3, padding=1, name="c1")(x))
+    h = fe.ReLU(name="r2")(fe.Conv2d(32, 3, padding=1, name="c2")(h))
+    return fe.Model(x, fe.Linear(5, name="fc")(fe.GlobalAvgPool2d(name="gap")(h)), name="tiny")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A private cache file, and the in-memory copy forgotten before and after."""
+    monkeypatch.setenv("CNNCOMP_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CNNCOMP_LAYOUT_COST", "measured")
+    monkeypatch.setattr(cost, "_loaded_from", None)
+    yield tmp_path / "kernel_costs.json"
+    cost._loaded_from = None
+
+
+def conv_layouts(model):
+    return {n.name: model.graph.values[n.outputs[0]].layout for n in model.graph.nodes
+            if n.op is Op.CONV2D}
+
+
+def test_costs_are_measured_once_then_read_from_disk(cache, monkeypatch):
+    m = cnncomp.compile(net())
+    data = json.loads(cache.read_text())
+    keys = list(data["costs"])
+    for layout in ("NCHW", "NCHW16c", "NHWC"):  # both convs, every candidate layout
+        assert sum(f"|conv2d/{layout}/" in k for k in keys) == 2, keys
+    assert all(v > 0 for v in data["costs"].values())
+    # a new process (the in-memory copy forgotten) reads the file and times nothing
+    monkeypatch.setattr(cost, "_loaded_from", None)
+    monkeypatch.setattr(cost, "_time_conv", lambda *a: pytest.fail("measured again"))
+    m2 = cnncomp.compile(net())
+    x = np.random.default_rng(0).standard_normal((2, 3, 10, 10)).astype(np.float32)
+    assert rel_err(m2(x), m(x)) < 1e-5
+
+
+@pytest.mark.parametrize("fastest", ["NHWC", "NCHW16c", "NCHW"])
+def test_auto_follows_the_measured_costs(cache, monkeypatch, fastest):
+    seconds = {"NCHW": 1e-3, "NCHW16c": 1e-3, "NHWC": 1e-3, fastest: 1e-5}
+    monkeypatch.setattr(cost, "_time_conv", lambda layout, *a: seconds[layout])
+    m = cnncomp.compile(net())
+    assert set(conv_layouts(m).values()) == {fastest}
+    x = np.random.default_rng(1).standard_normal((3, 3, 10, 10)).astype(np.float32)
+    assert rel_err(m(x), cnncomp.compile(net(), layout="NCHW")(x)) < 1e-5
+
+
+def test_a_layout_without_a_kernel_for_the_conv_is_remembered_as_unavailable(cache,
+                                                                             monkeypatch):
+    def fake(layout, *a):
+        if layout == "NHWC":
+            raise NotImplementedError("no such kernel")
+        return 1e-3
+    monkeypatch.setattr(cost, "_time_conv", fake)
+    spec = ((1, 16, 8, 8), (16, 16, 3, 3), (1, 16, 8, 8),
+            dict(kernel_size=(3, 3), stride=(1, 1), padding=(1,) * 4, dilation=(1, 1),
+                 groups=1))
+    assert cost.conv_seconds("NHWC", *spec) is None
+    assert cost.conv_seconds("NCHW", *spec) == 1e-3
+    assert any(v == -1.0 for v in json.loads(cache.read_text())["costs"].values())
+
+
+def test_model_mode_measures_nothing(cache, monkeypatch):
+    monkeypatch.setenv("CNNCOMP_LAYOUT_COST", "model")
+    monkeypatch.setattr(cost, "_time_conv", lambda *a: pytest.fail("measured"))
+    cnncomp.compile(net())
+    assert not cache.exists()
+    monkeypatch.setenv("CNNCOMP_LAYOUT_COST", "fast")
+    with pytest.raises(ValueError, match="CNNCOMP_LAYOUT_COST='fast'.*measured.*model"):
+        cnncomp.compile(net())
+
+
+def test_a_corrupt_cache_file_is_measured_again_and_rewritten(cache):
+    cache.write_text("{not json")
+    cnncomp.compile(net())
+    assert len(json.loads(cache.read_text())["costs"]) == 6
