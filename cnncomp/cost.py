@@ -5,7 +5,7 @@ AVX-512 Zen 4 the blocked NCHW16c conv ran 3x the NCHW one, on an AVX2 Zen 3 the
 GEMM beat it on VGG's wide layers while depthwise convs ran 10x slower in NHWC. So,
 like TVM's and ONNX Runtime's tuners, ``select_layout`` asks what each convolution
 actually costs here: the registered kernel of each candidate layout is bound to random
-data at ``BATCH`` images and timed (best of a few runs). Results are keyed by the CPU,
+data (``calibration_batch`` images) and timed (best of a few runs). Results are keyed by the CPU,
 the thread count, the kernels' source and the layer's shape, and kept in a JSON file,
 so each layer shape is measured once per machine; a new process reads them back.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import tempfile
 import time
@@ -26,9 +27,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-BATCH = 8          # images per timed call: the per-image cost is what the pass compares
+# Images per timed call: enough for ~1 GFLOP (a few ms) and at most 32. A conv's cost per
+# image depends on the batch (parallel work, weight reuse): at 8 images VGG-11's layers
+# ranked NHWC first, at 32 NCHW16c ran the whole network 14% faster.
+WORK_FLOPS = 1e9
+MAX_BATCH = 32
 RUNS = 3           # timed calls after a warm-up; the best is kept (noise only adds time)
-VERSION = 1
+VERSION = 2
 _KERNEL_SOURCES = ("conv.py", "conv_blocked.py", "nhwc.py", "simd.py")
 
 _memory: dict[str, float] = {}
@@ -117,13 +122,21 @@ def conv_key(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
             f"g{a['groups']}")
 
 
+def calibration_batch(w_shape: Sequence[int], out_shape: Sequence[int]) -> int:
+    """Images per timed call of a conv with weight ``w_shape`` (OIHW) and output shape
+    ``out_shape`` (NCHW): about WORK_FLOPS of work, 1 to MAX_BATCH images."""
+    flops = 2.0 * math.prod(w_shape) * out_shape[2] * out_shape[3]
+    return max(1, min(MAX_BATCH, math.ceil(WORK_FLOPS / max(flops, 1.0))))
+
+
 def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
                out_shape: Sequence[int], attrs: Mapping[str, Any], target: str) -> float:
     from runtime.registry import get_kernel
     from .passes.select_layout import physical_shape
     r = np.random.default_rng(0)
-    xs = (BATCH, *x_shape[1:])
-    os_ = (BATCH, *out_shape[1:])
+    batch = calibration_batch(w_shape, out_shape)
+    xs = (batch, *x_shape[1:])
+    os_ = (batch, *out_shape[1:])
     x = r.standard_normal(physical_shape(xs, layout)).astype(np.float32)
     wt = r.standard_normal(tuple(w_shape)).astype(np.float32)
     b = r.standard_normal(w_shape[0]).astype(np.float32)
@@ -136,7 +149,7 @@ def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
         t = time.perf_counter()
         run()
         best = min(best, time.perf_counter() - t)
-    return best / BATCH
+    return best / batch
 
 
 ConvSpec = tuple  # (layout, x_shape, w_shape, out_shape, attrs): one conv in one layout
