@@ -160,11 +160,8 @@ def conv_seconds(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
                  target: str = "cpu") -> Optional[float]:
     """Measured seconds per image of one conv2d in ``layout`` (None: no such kernel, or
     it rejects this conv)."""
-    _load(cache_path())
+    measure([(layout, x_shape, w_shape, out_shape, attrs)], target)
     cost = _memory.get(f"{_machine()}|{conv_key(layout, x_shape, w_shape, attrs)}")
-    if cost is None:
-        measure([(layout, x_shape, w_shape, out_shape, attrs)], target)
-        cost = _memory.get(f"{_machine()}|{conv_key(layout, x_shape, w_shape, attrs)}")
     return None if cost is None or cost < 0 else cost
 
 
@@ -172,6 +169,10 @@ def measure(specs: Sequence[ConvSpec], target: str = "cpu") -> None:
     """Time the convolutions of ``specs`` not measured on this machine yet (a progress
     bar when there are several), then write the cache file once."""
     from tqdm.auto import tqdm
+
+    from runtime.registry import registered
+    registered(target)  # imports the target's kernels first: runtime.cpu picks Numba's
+    # threading layer, which the numba.get_num_threads() below would otherwise fix early
     path = cache_path()
     _load(path)
     machine = _machine()

@@ -1,0 +1,27 @@
+"""runtime.cpu picks Numba's threading layer (TBB when the wheel is there); nothing in a
+compile may start Numba's threads before it does, or Numba silently takes its default."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.mark.parametrize("layout", ["auto", "NCHWc"])
+def test_a_compile_runs_on_the_threading_layer_runtime_cpu_chose(tmp_path, layout):
+    code = ("import cnncomp, numba, numpy as np\n"
+            "from frontend import zoo\n"
+            f"m = cnncomp.compile(zoo.get('lenet5'), layout={layout!r})\n"
+            "m(np.zeros((2, 1, 28, 28), np.float32))\n"
+            "print(numba.config.THREADING_LAYER, numba.threading_layer())\n")
+    env = dict(os.environ, CNNCOMP_CACHE_DIR=str(tmp_path), CNNCOMP_LAYOUT_COST="measured")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    chosen, running = r.stdout.split()[-2:]
+    assert running == chosen, (chosen, running)
