@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from .activation import act_code, apply_act
+from .activation import act_code, act_inplace, apply_act
 
 CHUNK_FLOATS = 1 << 21  # 8 MiB of im2col scratch per GEMM
 
@@ -93,11 +93,14 @@ def _scatter_epilogue(prod, out, i0, k, bias, has_bias, res, has_res, code, alph
         o = t // k
         j = t % k
         bv = bias[o] if has_bias else np.float32(0.0)
-        for q in range(p):
-            v = prod[o, j * p + q] + bv
-            if has_res:
-                v += res[i0 + j, o, q]
-            out[i0 + j, o, q] = apply_act(v, code, alpha)
+        dst, src = out[i0 + j, o], prod[o, j * p:(j + 1) * p]
+        for q in range(p):  # simple loops, each vectorized (see act_inplace)
+            dst[q] = src[q] + bv
+        if has_res:
+            r = res[i0 + j, o]
+            for q in range(p):
+                dst[q] += r[q]
+        act_inplace(dst, code, alpha)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -105,12 +108,16 @@ def _epilogue(out, bias, has_bias, res, has_res, code, alpha):
     # out, res: (O, P) for one image
     o_n, p_n = out.shape
     for o in prange(o_n):
-        bv = bias[o] if has_bias else np.float32(0.0)
-        for p in range(p_n):
-            v = out[o, p] + bv
-            if has_res:
-                v += res[o, p]
-            out[o, p] = apply_act(v, code, alpha)
+        row = out[o]
+        if has_bias:
+            bv = bias[o]
+            for p in range(p_n):
+                row[p] += bv
+        if has_res:
+            r = res[o]
+            for p in range(p_n):
+                row[p] += r[p]
+        act_inplace(row, code, alpha)
 
 
 @numba.njit(cache=True, parallel=True)

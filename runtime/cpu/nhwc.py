@@ -19,7 +19,7 @@ from ..registry import register_kernel
 from .activation import act_code, apply_act
 from .conv import CHUNK_FLOATS
 from .elementwise import bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
-from .linear import bind_concat
+from .linear import _epilogue_parallel, bind_concat
 from .norm import bn_scale_shift
 
 NHWC = "NHWC"
@@ -65,19 +65,6 @@ def _im2col_nhwc(x, col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
 
 
 @numba.njit(cache=True, parallel=True)
-def _epilogue_rows(out, bias, has_bias, res, has_res, code, alpha):
-    rows, o_n = out.shape
-    for r in prange(rows):
-        for o in range(o_n):
-            v = out[r, o]
-            if has_bias:
-                v += bias[o]
-            if has_res:
-                v += res[r, o]
-            out[r, o] = apply_act(v, code, alpha)
-
-
-@numba.njit(cache=True, parallel=True)
 def _conv_direct_nhwc(x, w, out, bias, has_bias, res, has_res, code, alpha,
                       sh, sw, pt, pl, dh, dw, groups):
     # grouped and depthwise: w (O, C/groups, kh, kw); inner loop over contiguous channels
@@ -119,7 +106,7 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
     """Conv2d on NHWC tensors with the fused epilogue; weights packed (kh*kw*C, O) at bind."""
     x, w, out = ins[0], ins[1], outs[0]
     has_bias, has_res = bool(attrs["bias"]), bool(attrs.get("residual", False))
-    bias = ins[2] if has_bias else np.zeros(1, np.float32)
+    bias = ins[2] if has_bias else np.zeros(w.shape[0], np.float32)
     res = ins[-1] if has_res else np.zeros((1, 1, 1, 1), np.float32)
     code, alpha = act_code(attrs.get("activation", "none")), np.float32(attrs.get("alpha", 0.0))
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
@@ -146,10 +133,8 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
             _im2col_nhwc(x[i0:i0 + m], col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
             rows = out2[i0 * p:(i0 + m) * p]
             np.matmul(col, wk, out=rows)
-            if not plain:
-                _epilogue_rows(rows, bias, has_bias,
-                               res2[i0 * p:(i0 + m) * p] if has_res else res2, has_res,
-                               code, alpha)
+        if not plain:  # the rows are (pixels, O) like a Linear's: its row epilogue, once
+            _epilogue_parallel(out2, bias, res2, has_res, code, alpha)
     return run
 
 
