@@ -103,6 +103,10 @@ def _save(path: Path) -> None:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             costs = {}
         costs.update(_memory)
+        current = _cpu_and_kernels()  # "cpu/isa/kernels=digest"
+        cpu = current.rsplit("/kernels=", 1)[0] + "/"
+        costs = {k: v for k, v in costs.items()  # drop timings of older kernel sources
+                 if not k.startswith(cpu) or k.startswith(current + "/")}
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kernel_costs.", suffix=".tmp")
         with os.fdopen(fd, "w") as f:
             json.dump({"version": VERSION, "costs": costs}, f, indent=0, sort_keys=True)

@@ -89,3 +89,13 @@ def test_a_corrupt_cache_file_is_measured_again_and_rewritten(cache):
     cache.write_text("{not json")
     cnncomp.compile(net())
     assert len(json.loads(cache.read_text())["costs"]) == 6
+
+
+def test_timings_of_older_kernel_sources_are_dropped_other_cpus_kept(cache):
+    cpu = cost._cpu_and_kernels().rsplit("/kernels=", 1)[0]
+    stale = f"{cpu}/kernels=000000000000/threads=2|conv2d/NCHW/x"
+    other = "some-other-cpu/avx2/kernels=000000000000/threads=2|conv2d/NCHW/x"
+    cache.write_text(json.dumps({"version": cost.VERSION, "costs": {stale: 1.0, other: 2.0}}))
+    cnncomp.compile(net())
+    costs = json.loads(cache.read_text())["costs"]
+    assert stale not in costs and costs[other] == 2.0 and len(costs) == 7
