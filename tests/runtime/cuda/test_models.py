@@ -31,7 +31,9 @@ def residual_block():
 @pytest.fixture(scope="module")
 def lenet_models():
     net = lenet_small()
-    return cnncomp.compile(net, target="cuda"), cnncomp.compile(net, target="cpu")
+    # the CPU side pinned to NCHW (auto may add layout transforms): same kernels as CUDA's
+    return cnncomp.compile(net, target="cuda"), cnncomp.compile(net, target="cpu",
+                                                                layout="NCHW")
 
 
 @pytest.fixture(scope="module")
