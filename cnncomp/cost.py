@@ -79,29 +79,29 @@ def _cpu_and_kernels() -> str:
     return f"{llvm.get_host_cpu_name()}/{isa}/kernels={digest.hexdigest()[:12]}"
 
 
-def _load(path: Path) -> None:
-    global _loaded_from
-    if _loaded_from == path:
-        return
-    _memory.clear()
-    _loaded_from = path
+def _read(path: Path) -> dict[str, float]:
+    """The costs in ``path``; empty when it is missing, unreadable or of another version."""
     try:
         data = json.loads(path.read_text())
-        if data.get("version") == VERSION:
-            _memory.update({k: float(v) for k, v in data["costs"].items()})
+        return ({k: float(v) for k, v in data["costs"].items()}
+                if data.get("version") == VERSION else {})
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass  # missing or unreadable: measure again and rewrite
+        return {}  # measure again and rewrite
+
+
+def _load(path: Path) -> None:
+    global _loaded_from
+    if _loaded_from != path:
+        _memory.clear()
+        _memory.update(_read(path))
+        _loaded_from = path
 
 
 def _save(path: Path) -> None:
     """Merge with what another process may have written, then replace atomically."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            old = json.loads(path.read_text())
-            costs = dict(old["costs"]) if old.get("version") == VERSION else {}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            costs = {}
+        costs = _read(path)
         costs.update(_memory)
         current = _cpu_and_kernels()  # "cpu/isa/kernels=digest"
         cpu = current.rsplit("/kernels=", 1)[0] + "/"
@@ -159,32 +159,35 @@ def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
 ConvSpec = tuple  # (layout, x_shape, w_shape, out_shape, attrs): one conv in one layout
 
 
+def _keys(specs: Sequence[ConvSpec], target: str) -> list[str]:
+    """Cache keys of ``specs``, with this process's costs loaded. The target's kernels are
+    imported first: runtime.cpu picks Numba's threading layer, which _machine()'s
+    numba.get_num_threads() would otherwise fix early."""
+    from runtime.registry import registered
+    registered(target)
+    _load(cache_path())
+    machine = _machine()
+    return [f"{machine}|{conv_key(s[0], s[1], s[2], s[4])}" for s in specs]
+
+
 def conv_seconds(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
                  out_shape: Sequence[int], attrs: Mapping[str, Any],
                  target: str = "cpu") -> Optional[float]:
     """Measured seconds per image of one conv2d in ``layout`` (None: no such kernel, or
     it rejects this conv)."""
-    measure([(layout, x_shape, w_shape, out_shape, attrs)], target)
-    cost = _memory.get(f"{_machine()}|{conv_key(layout, x_shape, w_shape, attrs)}")
-    return None if cost is None or cost < 0 else cost
+    spec = (layout, x_shape, w_shape, out_shape, attrs)
+    (key,) = _keys([spec], target)
+    if key not in _memory:
+        measure([spec], target)
+    cost = _memory[key]
+    return None if cost < 0 else cost
 
 
 def measure(specs: Sequence[ConvSpec], target: str = "cpu") -> None:
     """Time the convolutions of ``specs`` not measured on this machine yet (a progress
     bar when there are several), then write the cache file once."""
     from tqdm.auto import tqdm
-
-    from runtime.registry import registered
-    registered(target)  # imports the target's kernels first: runtime.cpu picks Numba's
-    # threading layer, which the numba.get_num_threads() below would otherwise fix early
-    path = cache_path()
-    _load(path)
-    machine = _machine()
-    todo: dict[str, ConvSpec] = {}
-    for spec in specs:
-        key = f"{machine}|{conv_key(spec[0], *spec[1:3], spec[4])}"
-        if key not in _memory:
-            todo.setdefault(key, spec)
+    todo = {k: s for k, s in zip(_keys(specs, target), specs) if k not in _memory}
     if not todo:
         return
     for key, (layout, xs, ws, outs, attrs) in tqdm(
@@ -194,4 +197,4 @@ def measure(specs: Sequence[ConvSpec], target: str = "cpu") -> None:
             _memory[key] = _time_conv(layout, xs, ws, outs, attrs, target)
         except (LookupError, NotImplementedError, ValueError):
             _memory[key] = -1.0  # this layout has no kernel for this conv: remembered too
-    _save(path)
+    _save(cache_path())

@@ -102,16 +102,21 @@ def _value_bytes(v: Value, layout: str = BLOCKED) -> int:
     return 2 * math.prod(dims) + 2 * math.prod(blocked)
 
 
+def _conv_spec(g: Graph, n: Node, layout: str) -> tuple:
+    """conv node ``n`` in ``layout`` as cnncomp.cost takes it (shapes per image)."""
+    return (layout, g.values[n.inputs[0]].concrete_shape(1), g.values[n.inputs[1]].shape,
+            g.values[n.outputs[0]].concrete_shape(1), attrs_to_dict(n.attrs))
+
+
 def conv_cost(g: Graph, n: Node, layout: str, target: str = "cpu") -> float:
     """Seconds per image of conv node ``n`` in ``layout``: measured on this machine
     (``cnncomp.cost``), or from the analytic model when measuring is off."""
-    x = g.values[n.inputs[0]].concrete_shape(1)
-    out = g.values[n.outputs[0]].concrete_shape(1)
     if cost.enabled():
-        t = cost.conv_seconds(layout, x, g.values[n.inputs[1]].shape, out,
-                              attrs_to_dict(n.attrs), target)
+        t = cost.conv_seconds(*_conv_spec(g, n, layout), target)
         if t is not None:
             return t
+    x = g.values[n.inputs[0]].concrete_shape(1)
+    out = g.values[n.outputs[0]].concrete_shape(1)
     flops = op_def(n.op).flops(n.attrs, [x], out)
     c, o = x[1], out[1]
     waste = _padded(o) / o if layout == BLOCKED else 1.0
@@ -214,11 +219,6 @@ def _plan(g: Graph, target: str, layout: str, forced: bool) -> tuple[set[str], f
     gains = [region_gain(g, r, layout, target) for r in regions]
     keep = [(r, gain) for r, gain in zip(regions, gains) if gain > 0]
     return set().union(*(r for r, _ in keep)) if keep else set(), sum(gn for _, gn in keep)
-
-
-def _conv_spec(g: Graph, n: Node, layout: str) -> tuple:
-    return (layout, g.values[n.inputs[0]].concrete_shape(1), g.values[n.inputs[1]].shape,
-            g.values[n.outputs[0]].concrete_shape(1), attrs_to_dict(n.attrs))
 
 
 @graph_pass("select_layout", opt_level=2, provides=("layouts",))
