@@ -50,7 +50,9 @@ def _epilogue_serial(out, bias, res, has_res, code, alpha):
 
 
 @numba.njit(cache=True, parallel=True)
-def _epilogue_parallel(out, bias, res, has_res, code, alpha):
+def epilogue_rows(out, bias, res, has_res, code, alpha):
+    """out[i] = act(out[i] + bias (+ res[i])) for every row, rows in parallel: a Linear's
+    epilogue, and an NHWC conv's (its output rows are pixels x channels too)."""
     for i in prange(out.shape[0]):
         if has_res:
             _row_bias_res(out[i], bias, res[i], code, alpha)
@@ -107,7 +109,7 @@ def bind_linear(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
 
     if not has_bias and not has_res and code == 0:
         return lambda: np.dot(x, wt, out=out)
-    epilogue = _epilogue_parallel if use_parallel(out.size, code) and n > 1 else _epilogue_serial
+    epilogue = epilogue_rows if use_parallel(out.size, code) and n > 1 else _epilogue_serial
 
     def run() -> None:
         np.dot(x, wt, out=out)

@@ -19,7 +19,7 @@ from ..registry import register_kernel
 from .activation import act_code, apply_act
 from .conv import CHUNK_FLOATS
 from .elementwise import bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
-from .linear import _epilogue_parallel, bind_concat
+from .linear import epilogue_rows, bind_concat
 from .norm import bn_scale_shift
 
 NHWC = "NHWC"
@@ -134,7 +134,7 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
             rows = out2[i0 * p:(i0 + m) * p]
             np.matmul(col, wk, out=rows)
         if not plain:  # the rows are (pixels, O) like a Linear's: its row epilogue, once
-            _epilogue_parallel(out2, bias, res2, has_res, code, alpha)
+            epilogue_rows(out2, bias, res2, has_res, code, alpha)
     return run
 
 
