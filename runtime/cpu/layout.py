@@ -8,6 +8,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from .nhwc import bind_max_pool_channels_last
 
 B = 16
 
@@ -68,42 +69,15 @@ def bind_layout_transform(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     raise ValueError(f"layout_transform: no conversion from {src} to {dst}")
 
 
-@numba.njit(cache=True, parallel=True)
-def _max_pool_blocked(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
-    # x: (N, Cb, H, W, 16) -> out: (N, Cb, OH, OW, 16); 16 channels per vector
-    n_img, cb_n, h, w, _ = x.shape
-    _, _, oh_n, ow_n, _ = out.shape
-    for t in prange(n_img * cb_n * oh_n):
-        n = t // (cb_n * oh_n)
-        cb = (t // oh_n) % cb_n
-        i = t % oh_n
-        m = np.empty(B, np.float32)
-        for j in range(ow_n):
-            m[:] = -np.inf
-            for a in range(kh):
-                y = i * sh - pt + a * dh
-                if y < 0 or y >= h:
-                    continue
-                for b in range(kw):
-                    z = j * sw - pl + b * dw
-                    if z < 0 or z >= w:
-                        continue
-                    for k in range(B):
-                        v = x[n, cb, y, z, k]
-                        if v > m[k] or v != v:  # NaN wins, as in PyTorch
-                            m[k] = v
-            for k in range(B):
-                out[n, cb, i, j, k] = m[k]
-
-
 @register_kernel("max_pool2d", "cpu", "NCHW16c")
 def bind_max_pool_blocked(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
                           attrs: Mapping):
-    """Max pooling on NCHW16c (padding channels: max of zeros stays zero)."""
-    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
-    pt, pl = attrs["padding"][:2]
-    x, out = ins[0], outs[0]
-    return lambda: _max_pool_blocked(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+    """Max pooling on NCHW16c (padding channels: max of zeros stays zero), run as NHWC
+    pooling over (N*Cb, H, W, 16): each 16-channel block is a pixel vector."""
+    n, cb, h, w, b = ins[0].shape
+    out = outs[0]
+    return bind_max_pool_channels_last(ins[0].reshape(n * cb, h, w, b),
+                                       out.reshape(n * cb, *out.shape[2:]), attrs)
 
 
 @register_kernel("concat", "cpu", "NCHW16c")

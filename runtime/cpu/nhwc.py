@@ -18,9 +18,10 @@ from numba import prange
 from ..registry import register_kernel
 from .activation import act_code, apply_act
 from .conv import CHUNK_FLOATS
-from .elementwise import bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
+from .elementwise import PARALLEL_MIN, bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
 from .linear import epilogue_rows, bind_concat
 from .norm import bn_scale_shift
+from .simd import fmax_nan
 
 NHWC = "NHWC"
 
@@ -160,51 +161,86 @@ def bind_batch_norm_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     return run
 
 
+@numba.njit(cache=True, inline="always")
+def _max_pool_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw):
+    # one output row of a pixel-vector layout (N, H, W, C): every tap is a contiguous
+    # C-vector max into the output pixel, which LLVM vectorizes; slices starting at
+    # index 0 keep Numba's negative-index wraparound out of the inner loop
+    _, h, w, c = x.shape
+    _, oh, ow, _ = out.shape
+    n, i = t // oh, t % oh
+    for j in range(ow):
+        o = out[n, i, j]
+        for q in range(c):
+            o[q] = -np.inf
+        for a in range(kh):
+            y = i * sh - pt + a * dh
+            if y < 0 or y >= h:
+                continue
+            for b in range(kw):
+                z = j * sw - pl + b * dw
+                if z < 0 or z >= w:
+                    continue
+                v = x[n, y, z]
+                for q in range(c):
+                    o[q] = fmax_nan(v[q], o[q])
+
+
 @numba.njit(cache=True, parallel=True)
-def _pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, is_max, count_include_pad):
+def _max_pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
+    for t in prange(out.shape[0] * out.shape[1]):
+        _max_pool_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
+@numba.njit(cache=True)
+def _max_pool_nhwc_serial(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
+    for t in range(out.shape[0] * out.shape[1]):
+        _max_pool_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
+def bind_max_pool_channels_last(x: np.ndarray, out: np.ndarray, attrs: Mapping):
+    """Max pooling over (N, H, W, C) arrays: NHWC, and NCHW16c seen as (N*Cb, H, W, 16)."""
+    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
+    pt, pl = attrs["padding"][:2]
+    fn = _max_pool_nhwc if out.size * kh * kw >= PARALLEL_MIN else _max_pool_nhwc_serial
+    return lambda: fn(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
+@numba.njit(cache=True, parallel=True)
+def _avg_pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad):
     n_img, h, w, c = x.shape
     _, oh, ow, _ = out.shape
     for t in prange(n_img * oh):
         n = t // oh
         i = t % oh
-        acc = np.empty(c, np.float32)
         for j in range(ow):
-            acc[:] = -np.inf if is_max else 0.0
+            o = out[n, i, j]
+            for q in range(c):
+                o[q] = 0.0
             hs, ws = i * sh - pt, j * sw - pl
             cnt = 0
             for a in range(kh):
-                y = hs + a * dh
+                y = hs + a
                 if y < 0 or y >= h:
                     continue
                 for b in range(kw):
-                    z = ws + b * dw
+                    z = ws + b
                     if z < 0 or z >= w:
                         continue
                     cnt += 1
+                    v = x[n, y, z]
                     for q in range(c):
-                        v = x[n, y, z, q]
-                        if is_max:
-                            if v > acc[q] or v != v:  # NaN wins, as in PyTorch
-                                acc[q] = v
-                        else:
-                            acc[q] += v
-            if is_max:
-                for q in range(c):
-                    out[n, i, j, q] = acc[q]
-            else:
-                # PyTorch's divisor: the window clipped to the padded input, or the count
-                he, we = min(hs + kh, h + pb), min(ws + kw, w + pr)
-                div = (he - hs) * (we - ws) if count_include_pad else cnt
-                for q in range(c):
-                    out[n, i, j, q] = acc[q] / np.float32(div)
+                        o[q] += v[q]
+            # PyTorch's divisor: the window clipped to the padded input, or the count
+            he, we = min(hs + kh, h + pb), min(ws + kw, w + pr)
+            div = np.float32((he - hs) * (we - ws) if count_include_pad else cnt)
+            for q in range(c):
+                o[q] /= div
 
 
 @register_kernel("max_pool2d", "cpu", NHWC)
 def bind_max_pool_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
-    (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
-    pt, pl, pb, pr = attrs["padding"]
-    x, out = ins[0], outs[0]
-    return lambda: _pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, True, True)
+    return bind_max_pool_channels_last(ins[0], outs[0], attrs)
 
 
 @register_kernel("avg_pool2d", "cpu", NHWC)
@@ -213,7 +249,7 @@ def bind_avg_pool_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], at
     pt, pl, pb, pr = attrs["padding"]
     x, out = ins[0], outs[0]
     cip = bool(attrs["count_include_pad"])
-    return lambda: _pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, 1, 1, False, cip)
+    return lambda: _avg_pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, cip)
 
 
 @register_kernel("global_avg_pool2d", "cpu", NHWC)

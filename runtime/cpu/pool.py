@@ -14,6 +14,8 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from .elementwise import PARALLEL_MIN
+from .simd import fmax_nan
 
 
 def _planes(a: np.ndarray) -> np.ndarray:
@@ -21,28 +23,83 @@ def _planes(a: np.ndarray) -> np.ndarray:
     return a.reshape(n * c, h, w)
 
 
+@numba.njit(cache=True, inline="always")
+def _max_sel(v, m):
+    # NaN wins, as in PyTorch. As a select this vectorizes well where the result goes to
+    # a fresh location; a running max in memory needs fmax_nan (see its docstring).
+    return v if v > m or v != v else m
+
+
+@numba.njit(cache=True, inline="always")
+def _max_pool_2x2(x, out, q):
+    # the common 2x2 stride-2 window with no padding: one branch-free pass per output row
+    _, oh, ow = out.shape
+    for i in range(oh):
+        r0, r1, o = x[q, 2 * i], x[q, 2 * i + 1], out[q, i]
+        for j in range(ow):
+            o[j] = _max_sel(r1[2 * j + 1], _max_sel(r1[2 * j], _max_sel(r0[2 * j + 1], r0[2 * j])))
+
+
+@numba.njit(cache=True, inline="always")
+def _max_pool_plane(x, out, q, kh, kw, sh, sw, pt, pl, dh, dw):
+    # Row at a time: the output row is the accumulator, and each tap is one branch-free
+    # pass over the output columns whose window holds that tap (found once per tap, not
+    # tested per element), so LLVM vectorizes the passes.
+    _, h, w = x.shape
+    _, oh, ow = out.shape
+    for i in range(oh):
+        for j in range(ow):
+            out[q, i, j] = -np.inf
+        for a in range(kh):
+            y = i * sh - pt + a * dh
+            if y < 0 or y >= h:
+                continue
+            for b in range(kw):
+                off = b * dw - pl  # input column of output column j: j * sw + off
+                j0 = max(0, -(off // sw))  # first j with j * sw + off >= 0
+                j1 = min(ow, (w - off + sw - 1) // sw)  # past the last j with it < w
+                if j1 <= j0:
+                    continue
+                # slices from the first column in bounds: indices that start at 0 need no
+                # negative-index wraparound, which would keep LLVM from vectorizing
+                orow = out[q, i, j0:j1]
+                xrow = x[q, y, j0 * sw + off:]
+                if sw == 1:
+                    for t in range(j1 - j0):
+                        orow[t] = fmax_nan(xrow[t], orow[t])
+                elif sw == 2:
+                    for t in range(j1 - j0):
+                        orow[t] = fmax_nan(xrow[2 * t], orow[t])
+                else:
+                    for t in range(j1 - j0):
+                        orow[t] = fmax_nan(xrow[t * sw], orow[t])
+
+
+@numba.njit(cache=True, inline="always")
+def _is_2x2(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
+    # 2x2 stride 2, no padding, and (ceil_mode aside) every window inside the input
+    return (kh == kw == sh == sw == 2 and pt == pl == 0 and dh == dw == 1
+            and 2 * out.shape[1] <= x.shape[1] and 2 * out.shape[2] <= x.shape[2])
+
+
 @numba.njit(cache=True, parallel=True)
 def _max_pool(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
-    p, h, w = x.shape
-    _, oh, ow = out.shape
-    for q in prange(p):
-        for i in range(oh):
-            h0 = i * sh - pt
-            for j in range(ow):
-                w0 = j * sw - pl
-                m = -np.inf
-                for a in range(kh):
-                    y = h0 + a * dh
-                    if y < 0 or y >= h:
-                        continue
-                    for b in range(kw):
-                        z = w0 + b * dw
-                        if z < 0 or z >= w:
-                            continue
-                        v = x[q, y, z]
-                        if v > m or math.isnan(v):  # NaN wins, as in PyTorch
-                            m = v
-                out[q, i, j] = m
+    fast = _is_2x2(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+    for q in prange(x.shape[0]):
+        if fast:
+            _max_pool_2x2(x, out, q)
+        else:
+            _max_pool_plane(x, out, q, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
+@numba.njit(cache=True)
+def _max_pool_serial(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
+    fast = _is_2x2(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+    for q in range(x.shape[0]):
+        if fast:
+            _max_pool_2x2(x, out, q)
+        else:
+            _max_pool_plane(x, out, q, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -94,7 +151,8 @@ def bind_max_pool(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: 
     x, out = _planes(ins[0]), _planes(outs[0])
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
     pt, pl = attrs["padding"][:2]
-    return lambda: _max_pool(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+    fn = _max_pool if out.size * kh * kw >= PARALLEL_MIN else _max_pool_serial
+    return lambda: fn(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
 @register_kernel("avg_pool2d")

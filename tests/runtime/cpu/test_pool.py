@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from runtime.cpu.layout import from_nchwc, to_nchwc
 from tests.helpers import rel_err, rng, run_kernel
 
 
@@ -17,6 +18,7 @@ POOL_CASES = [  # (h, w, k, s, p, ceil)
     (7, 9, 2, 2, 0, False), (7, 9, 3, 2, 1, True), (8, 8, 2, 2, 0, True), (5, 6, 3, 1, 1, False),
     (9, 7, 2, 3, 0, False), (9, 7, 2, 3, 1, True), (6, 6, 3, 2, 1, True), (4, 4, 4, 1, 2, False),
     (7, 7, (2, 3), (3, 1), (1, 0), True),
+    (7, 9, 2, 2, 0, True), (6, 10, 2, 2, 0, False),  # 2x2 fast path: refused / taken
 ]
 
 
@@ -56,6 +58,34 @@ def test_max_pool_nan():
                  ceil_mode=False)
     y = run_kernel("max_pool2d", [x], (1, 1, 2, 2), attrs)
     assert np.isnan(y[0, 0, 0, 0]) and np.isfinite(y.ravel()[1:]).all()
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NCHW16c"])
+@pytest.mark.parametrize("k,s,p,d,ceil", [(2, 2, 0, 1, False), (2, 2, 0, 1, True),
+                                          (3, 2, 1, 1, False), (3, 1, 1, 1, False),
+                                          (3, 3, 0, 2, True)])
+def test_max_pool_large_every_layout(k, s, p, d, ceil, layout):
+    """Shapes big enough for the parallel kernels (the small cases above run serially),
+    with NaN and -inf in the input: NaN wins its windows, -inf is an ordinary value."""
+    x = rng(k + s).standard_normal((2, 40, 47, 49)).astype(np.float32)
+    x[0, 3, 2, 2] = x[1, 39, 46, 48] = x[1, 0, 11, 0] = np.nan
+    x[0, 5, :4, :4] = -np.inf
+    ref = F.max_pool2d(t(x), k, s, p, dilation=d, ceil_mode=ceil).numpy()
+    attrs = dict(kernel_size=(k, k), stride=(s, s), padding=(p,) * 4, dilation=(d, d),
+                 ceil_mode=ceil)
+    assert ref.size * k * k >= 1 << 16  # the parallel kernels run
+    if layout == "NCHW":
+        got = run_kernel("max_pool2d", [x], ref.shape, attrs)
+    elif layout == "NHWC":
+        got = run_kernel("max_pool2d", [x.transpose(0, 2, 3, 1)],
+                         ref.transpose(0, 2, 3, 1).shape, attrs, layout="NHWC")
+        got = got.transpose(0, 3, 1, 2)
+    else:
+        got = from_nchwc(run_kernel("max_pool2d", [to_nchwc(x)], (2, 3, *ref.shape[2:], 16),
+                                    attrs, layout="NCHW16c"), 40)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_array_equal(got[~np.isnan(got)], ref[~np.isnan(ref)])
+    assert np.isneginf(got).any() == np.isneginf(ref).any()
 
 
 @pytest.mark.parametrize("h,w,k,s,p,ceil", POOL_CASES)
