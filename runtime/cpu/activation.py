@@ -29,10 +29,13 @@ def apply_act(v, code, alpha):
     """Apply activation ``code`` (see ACT_CODES) with parameter ``alpha`` to a float32 v."""
     if code == 0:
         return v
+    # "+ 0": in place (out[i] = relu(out[i])) a bare select of the old value becomes a
+    # masked store, microcoded on AMD: 5x slower than the add (measured 34 vs 8 us per
+    # 64k floats). The add maps -0 to +0 and nothing else.
     if code == 1:
-        return v if not v < _ZERO else _ZERO
+        return (v if not v < _ZERO else _ZERO) + _ZERO
     if code == 2:
-        return v if not v < _ZERO else v * alpha
+        return (v if not v < _ZERO else v * alpha) + _ZERO
     if code == 3:
         # numerically stable logistic: exp of a non-positive number never overflows
         if v >= _ZERO:
@@ -50,12 +53,10 @@ def act_inplace(a, code, alpha):
     scalar: a fused NHWC conv's epilogue cost 6x a separate BN + ReLU sweep)."""
     if code == 1:
         for i in range(a.size):
-            v = a[i]
-            a[i] = v if not v < _ZERO else _ZERO
+            a[i] = apply_act(a[i], 1, alpha)
     elif code == 2:
         for i in range(a.size):
-            v = a[i]
-            a[i] = v if not v < _ZERO else v * alpha
+            a[i] = apply_act(a[i], 2, alpha)
     elif code != 0:
         for i in range(a.size):
             a[i] = apply_act(a[i], code, alpha)

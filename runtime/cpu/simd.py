@@ -145,20 +145,26 @@ def vleaky(typingctx, a, slope):
     return f32x16(a, slope), codegen
 
 
-@intrinsic
-def fmax_nan(typingctx, a, b):
-    """Scalar float32 max where NaN wins (PyTorch's max pooling), as ``llvm.maximum``.
-
-    Written as ``v if v > m or v != v else m``, a running max ``o[q] = max(v[q], o[q])``
-    becomes a select of the old value, which LLVM turns into a masked store
-    (``vmaskmovps``): microcoded on AMD, it made pooling loops 3 cycles per element.
-    ``llvm.maximum`` is a plain value, so the store stays an ordinary vector store.
-    """
+def _scalar_call(llvm_name: str, a, b):
+    """Typing and codegen of a float32 (a, b) -> float32 call of an LLVM intrinsic."""
     if not (a == b == types.float32):
         return None
 
     def codegen(context, builder, sig, args):
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32, [_F32] * 2),
-                                            "llvm.maximum.f32")
+                                            llvm_name)
         return builder.call(fn, args)
     return types.float32(a, b), codegen
+
+
+@intrinsic
+def fmax_nan(typingctx, a, b):
+    """Scalar float32 max where NaN wins (PyTorch's max pooling), as ``llvm.maximum``.
+
+    Written as ``v if v > m or v != v else m``, a running max ``o[q] = max(v[q], o[q])``
+    is a select of the old value, which LLVM turns into a masked store (``vmaskmovps``):
+    microcoded on AMD, it made pooling ~3 cycles per element. ``llvm.maximum`` of two
+    loaded values stays a plain vector store. (Against a constant LLVM folds it back
+    into a select: see ``activation.apply_act`` for relu.)
+    """
+    return _scalar_call("llvm.maximum.f32", a, b)
