@@ -1,6 +1,8 @@
 """Conv2d CPU kernel for NCHW, with the fused epilogue (bias, residual, activation).
 
-Three paths, picked once at bind time:
+Four paths, picked once at bind time:
+* stride 1, groups 1, C*kh*kw <= 576: conv_direct.py, a register-tiled direct loop
+  (LeNet-5's convs, stems, 3x3 convs up to 64 channels); BLAS runs short GEMMs slowly.
 * 1x1, stride 1, no padding, groups 1: a GEMM per image, weight (O, C) @ x (C, H*W).
 * groups 1 otherwise: im2col per image into a scratch matrix (C*kh*kw, OH*OW), then a
   BLAS GEMM straight into the output. Deep layers with few pixels per image im2col
@@ -21,6 +23,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from . import conv_direct
 from .activation import act_code, act_inplace, apply_act
 
 CHUNK_FLOATS = 1 << 21  # 8 MiB of im2col scratch per GEMM
@@ -174,6 +177,14 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
     if groups != 1:
         return lambda: _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
                                sh, sw, pt, pl, dh, dw, groups)
+    if conv_direct.suits(c, o_n, kh, kw, (sh, sw), (dh, dw), groups):
+        wp, lr, lp = conv_direct.scratch_sizes(h, wd, kh, kw, pt, pl, pb, pr)
+        xp = np.zeros((n, c, lp), np.float32)  # zero borders; interiors written per call
+        w2d = w.reshape(o_n, c * kh * kw)  # a view: weights updated in place stay seen
+        small = 2 * n * o_n * oh * ow * c * kh * kw < conv_direct.SERIAL_FLOPS
+        fn = conv_direct.conv_direct_serial if small else conv_direct.conv_direct
+        return lambda: fn(x, w2d, out, xp, kh, kw, pt, pl, wp, lr, bias, has_bias, res,
+                          has_res, code, alpha)
 
     rows, p = c * kh * kw, oh * ow
     w2 = w.reshape(o_n, rows)
