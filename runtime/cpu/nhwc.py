@@ -19,7 +19,7 @@ from ..registry import register_kernel
 from .activation import act_code, apply_act
 from .conv import CHUNK_FLOATS
 from .elementwise import PARALLEL_MIN, bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
-from .linear import epilogue_rows, bind_concat
+from .linear import _readonly, bind_concat, epilogue_rows
 from .norm import bn_scale_shift
 from .simd import fmax_nan
 
@@ -126,6 +126,7 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
     out2 = out.reshape(n * p, o_n)
     res2 = res.reshape(-1, o_n) if has_res else np.zeros((1, 1), np.float32)
     plain = not has_bias and not has_res and code == 0
+    bias, res2 = _readonly(bias), _readonly(res2)  # Linear's signature: compiled once
 
     def run():
         for i0 in range(0, n, ch):
