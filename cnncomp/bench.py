@@ -22,6 +22,7 @@ from .passes import PASSES, default_pipeline
 # penalized whoever ran next (the blocked ResNet-18 b32 ran 305 ms after itself, 557 ms
 # right after BLAS-heavy variants). Timing loops pause this long before each turn.
 SETTLE_S = 0.12
+MIN_SAMPLE_S = 0.02  # a timed sample lasts at least this long (short calls are repeated)
 
 
 @dataclass
@@ -84,10 +85,16 @@ def run_bench(net: Any, batch: int = 8, repeat: int = 10, target: str = "cpu",
             raise AssertionError(f"variant {v.name!r} disagrees with {built[0].name!r}: "
                                  f"relative error {err:.2e}")
     # the first rounds after compiling run slow (first-touch of arena pages, thread pools
-    # spinning up): measured 1.3-1.7x the steady state on ResNet-18, so they are not timed
+    # spinning up): measured 1.3-1.7x the steady state on ResNet-18, so they are not timed.
+    # They also size each variant's sample: calls shorter than MIN_SAMPLE_S are repeated
+    # within a turn and averaged (one 2 ms LeNet-5 call right after the pause varied 1.5x).
+    number = {}
     for _ in range(warmup):
         for v in built:
+            t0 = time.perf_counter()
             v.model(x)
+            number[v.name] = max(1, math.ceil(MIN_SAMPLE_S / max(time.perf_counter() - t0,
+                                                                  1e-7)))
     # Thread pools busy-wait after a call (OpenBLAS for ~0.1 s by default) on the cores the
     # next variant needs: a model timed right after a BLAS-heavy one ran up to 1.8x slower.
     # So each variant's turn starts with a pause (the previous variant's threads go to
@@ -96,9 +103,11 @@ def run_bench(net: Any, batch: int = 8, repeat: int = 10, target: str = "cpu",
         for v in built:
             time.sleep(SETTLE_S)
             v.model(x)
+            k = number[v.name]
             t0 = time.perf_counter()
-            v.model(x)
-            v.times.append(time.perf_counter() - t0)
+            for _ in range(k):
+                v.model(x)
+            v.times.append((time.perf_counter() - t0) / k)
     base = built[0].median
     rows = []
     for v in built:
