@@ -165,11 +165,44 @@ def profile_kernels(model: CompiledModel, batch: int, repeat: int = 5, seed: int
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     model(x)
     executor, _ = model._executor(batch)
-    times = executor.profile({g.inputs[0]: x}, repeat)
+    return _profile_rows(executor.program.steps, executor.profile({g.inputs[0]: x}, repeat))
+
+
+def profile_train_kernels(trainer: Any, batch: int, repeat: int = 5, seed: int = 0
+                          ) -> list[dict]:
+    """profile_kernels for a Trainer: each kernel of a whole training step (forward, loss,
+    backward, update). The steps update the trainer's weights, as training does."""
+    g = trainer.graph
+    shape = g.values[trainer.input_name].concrete_shape(batch)
+    classes = g.values[trainer.logits_output].shape[1]
+    r = np.random.default_rng(seed)
+    x = r.standard_normal(shape).astype(np.float32)
+    y = r.integers(0, classes, batch)
+    trainer.step(x, y)
+    executor, _ = trainer._executor(batch)
+    times = executor.profile({trainer.input_name: x, trainer.label_name: y}, repeat)
+    return _profile_rows(executor.program.steps, times)
+
+
+def _profile_rows(steps: Sequence[Any], times: Sequence[float]) -> list[dict]:
     total = sum(times)
     return [{"kernel": s.name, "ops": "+".join(s.ops), "ms": 1e3 * t,
              "share": t / total if total else 0.0, "gflops": s.flops / t / 1e9 if t else 0.0}
-            for s, t in zip(executor.program.steps, times)]
+            for s, t in zip(steps, times)]
+
+
+def format_profile(prof: list[dict], title: str, top: Optional[int] = None) -> str:
+    """A markdown table of ``profile_kernels`` rows, slowest first."""
+    rows = sorted(prof, key=lambda p: -p["ms"])
+    lines = [f"### {title}", "", "| kernel | ops | ms | share | GFLOP/s |", "|---|---|---|---|---|"]
+    for p in rows[:top]:
+        lines.append(f"| {p['kernel']} | {p['ops']} | {p['ms']:.3f} | {100 * p['share']:.1f}% "
+                     f"| {p['gflops']:.2f} |")
+    if top is not None and len(rows) > top:
+        rest = rows[top:]
+        lines.append(f"| ({len(rest)} more) | | {sum(p['ms'] for p in rest):.3f} | "
+                     f"{100 * sum(p['share'] for p in rest):.1f}% | |")
+    return "\n".join(lines)
 
 
 def run_train_bench(net: Any, batch: int = 32, repeat: int = 5, target: str = "cpu",

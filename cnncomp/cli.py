@@ -61,14 +61,23 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import format_table, plot_rows, profile_kernels, run_bench
+    from .bench import format_profile, format_table, plot_rows, profile_kernels, run_bench
     import cnncomp
     net = load_net(args.net)
     if args.train:
-        from .bench import format_train_table, run_train_bench
+        from .bench import format_train_table, profile_train_kernels, run_train_bench
+        from .optim import SGD
         rows = run_train_bench(net, batch=args.batch, repeat=args.repeat)
         print(format_train_table(rows, f"{net.name} training step (SGD momentum), batch "
                                        f"{args.batch}, target cpu"))
+        if args.profile:
+            for fuse in (False, True):
+                t = cnncomp.compile(net, training=True, fuse=fuse,
+                                    optimizer=SGD(0.01, momentum=0.9))
+                prof = profile_train_kernels(t, args.batch)
+                kind = "fused" if fuse else "unfused"
+                print("\n" + format_profile(prof, f"per-kernel profile of a training step "
+                                                   f"({kind})", top=30))
         return 0
     rows = run_bench(net, batch=args.batch, repeat=args.repeat)
     title = f"{net.name}, batch {args.batch}, target cpu"
@@ -80,11 +89,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         for fuse in (False, True):
             m = cnncomp.compile(net, fuse=fuse)
             prof = profile_kernels(m, args.batch)
-            print(f"\n### per-kernel profile ({'fused' if fuse else 'unfused'})\n")
-            print("| kernel | ops | ms | share | GFLOP/s |\n|---|---|---|---|---|")
-            for p in sorted(prof, key=lambda p: -p["ms"]):
-                print(f"| {p['kernel']} | {p['ops']} | {p['ms']:.3f} | {100 * p['share']:.1f}% "
-                      f"| {p['gflops']:.2f} |")
+            kind = "fused" if fuse else "unfused"
+            print("\n" + format_profile(prof, f"per-kernel profile ({kind})"))
     return 0
 
 

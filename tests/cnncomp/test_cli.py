@@ -27,9 +27,12 @@ def test_bench_table_plot_and_profile(tmp_path, capsys):
 
 
 def test_bench_train_times_a_training_step(capsys):
-    assert main(["bench", "lenet5", "--batch", "4", "--repeat", "1", "--train"]) == 0
+    assert main(["bench", "lenet5", "--batch", "4", "--repeat", "1", "--train",
+                 "--profile"]) == 0
     text = capsys.readouterr().out
     assert "training step" in text and "| unfused |" in text and "| fused |" in text
+    assert "per-kernel profile of a training step (fused)" in text
+    assert "| c1/conv2d_grad_weight | conv2d_grad_weight |" in text
 
 
 def test_train_digits_writes_model_plot_and_checkpoint(tmp_path, capsys):
