@@ -2,7 +2,8 @@
 
 Each (image, channel) plane is independent, and every window of a plane scatters only
 into that plane: parallel over planes, race-free. Max pooling recomputes each window's
-argmax from the saved input (first maximum in row-major order, NaN wins, as PyTorch)
+argmax from the saved input (as PyTorch: the first maximum in row-major order,
+but the last NaN, since every NaN replaces the running maximum)
 instead of keeping an index tensor alive from the forward.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from .elementwise import PARALLEL_MIN
 from .pool import _planes
 
 
@@ -39,11 +41,57 @@ def _max_pool_grad(gy, x, gx, kh, kw, sh, sw, pt, pl, dh, dw):
                         if z < 0 or z >= w:
                             continue
                         v = x[q, y, z]
-                        if by < 0 or v > m or (math.isnan(v) and not math.isnan(m)):
+                        if by < 0 or v > m or math.isnan(v):
                             m = v
                             by, bz = y, z
                 if by >= 0:
                     gx[q, by, bz] += gy[q, i, j]
+
+
+@numba.njit(cache=True, inline="always")
+def _better(v, m):
+    # the argmax rule above for a tap after the first: greater, or any NaN
+    return v > m or v != v
+
+
+@numba.njit(cache=True, inline="always")
+def _max_pool_grad_2x2_plane(gy, x, gx, q):
+    # 2x2 stride-2 windows do not overlap: each window writes its four gradients (the
+    # argmax gets gy, the rest 0) instead of zeroing the plane and scattering into it
+    _, h, w = x.shape
+    _, oh, ow = gy.shape
+    for i in range(oh):
+        x0, x1, g0, g1, gr = x[q, 2 * i], x[q, 2 * i + 1], gx[q, 2 * i], gx[q, 2 * i + 1], gy[q, i]
+        for j in range(ow):
+            m, k = x0[2 * j], 0
+            if _better(x0[2 * j + 1], m):
+                m, k = x0[2 * j + 1], 1
+            if _better(x1[2 * j], m):
+                m, k = x1[2 * j], 2
+            if _better(x1[2 * j + 1], m):
+                k = 3
+            g = gr[j]
+            g0[2 * j] = g if k == 0 else np.float32(0.0)
+            g0[2 * j + 1] = g if k == 1 else np.float32(0.0)
+            g1[2 * j] = g if k == 2 else np.float32(0.0)
+            g1[2 * j + 1] = g if k == 3 else np.float32(0.0)
+        for j in range(2 * ow, w):  # an odd last column no window covers
+            g0[j] = 0.0
+            g1[j] = 0.0
+    for i in range(2 * oh, h):  # an odd last row
+        gx[q, i] = 0.0
+
+
+@numba.njit(cache=True, parallel=True)
+def _max_pool_grad_2x2(gy, x, gx):
+    for q in prange(x.shape[0]):
+        _max_pool_grad_2x2_plane(gy, x, gx, q)
+
+
+@numba.njit(cache=True)
+def _max_pool_grad_2x2_serial(gy, x, gx):
+    for q in range(x.shape[0]):
+        _max_pool_grad_2x2_plane(gy, x, gx, q)
 
 
 @register_kernel("max_pool2d_grad", mode="backward")
@@ -52,6 +100,10 @@ def bind_max_pool_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], at
     gy, x, gx = _planes(ins[0]), _planes(ins[1]), _planes(outs[0])
     (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["stride"], a["dilation"]
     pt, pl = a["padding"][:2]
+    if ((kh, kw, sh, sw, dh, dw, pt, pl) == (2, 2, 2, 2, 1, 1, 0, 0)
+            and 2 * gy.shape[1] <= x.shape[1] and 2 * gy.shape[2] <= x.shape[2]):
+        fn = _max_pool_grad_2x2 if x.size >= PARALLEL_MIN else _max_pool_grad_2x2_serial
+        return lambda: fn(gy, x, gx)
     return lambda: _max_pool_grad(gy, x, gx, kh, kw, sh, sw, pt, pl, dh, dw)
 
 

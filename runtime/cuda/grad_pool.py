@@ -65,7 +65,7 @@ def max_pool_grad(gy, x, gx, kh, kw, sh, sw, pt, pl, dh, dw):
                         if zz < 0 or zz >= w:
                             continue
                         v = x[q, yy, zz]
-                        if by < 0 or v > m or (math.isnan(v) and not math.isnan(m)):
+                        if by < 0 or v > m or math.isnan(v):  # the last NaN wins, as in PyTorch
                             m = v
                             by = yy
                             bz = zz

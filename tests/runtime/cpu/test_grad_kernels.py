@@ -146,6 +146,27 @@ def test_max_pool_grad(n, c, h, w, k, s, p, d, ceil):
     assert rel_err(got, tx.grad.numpy()) < TOL
 
 
+@pytest.mark.parametrize("n,c,h,w,ceil", [
+    (1, 2, 7, 9, False),     # 2x2 fast path; the odd last row and column get zero
+    (1, 2, 7, 9, True),      # ceil_mode windows past the input: the general kernel
+    (2, 40, 33, 31, False),  # big enough for the parallel fast path
+])
+def test_max_pool_grad_2x2_with_nan_and_inf(n, c, h, w, ceil):
+    r = rng(4)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = np.nan  # two NaNs in a window: the last one wins
+    x[0, 1, 2:4, 2:4] = -np.inf             # an all -inf window: its first element wins
+    x[-1, -1, 4, 4] = np.inf
+    tx = t64(x, True)
+    y = F.max_pool2d(tx, 2, 2, ceil_mode=ceil)
+    gy = r.standard_normal(tuple(y.shape)).astype(np.float32)
+    y.backward(t64(gy))
+    a = {"fwd": dict(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0, 0, 0), dilation=(1, 1),
+                     ceil_mode=ceil), "shape": x.shape[1:]}
+    got = run_kernel("max_pool2d_grad", [gy, x], x.shape, a, mode="backward")
+    np.testing.assert_array_equal(got, tx.grad.numpy().astype(np.float32))
+
+
 def test_max_pool_grad_ties_go_to_the_first_maximum():
     x = np.ones((1, 1, 4, 4), np.float32)
     gy = np.arange(1, 5, dtype=np.float32).reshape(1, 1, 2, 2)

@@ -170,6 +170,17 @@ def test_max_pool2d_grad(fwd, oshape):
     check("max_pool2d_grad", [gy, x], [x.shape], {"fwd": fwd, "shape": (2, 4, 5)})
 
 
+def test_max_pool2d_grad_nan_goes_to_the_last_nan():
+    """As PyTorch (and the CPU kernel): every NaN replaces the running maximum."""
+    x = f32(1, 1, 4, 4, seed=24)
+    x[0, 0, 0, 0] = x[0, 0, 1, 1] = np.nan
+    gy = f32(1, 1, 2, 2, seed=25)
+    (c_out, _), (g_out, _) = both("max_pool2d_grad", [gy, x], [x.shape],
+                                  {"fwd": pool_fwd(), "shape": (1, 4, 4)}, "backward")
+    np.testing.assert_array_equal(g_out[0], c_out[0])
+    assert g_out[0][0, 0, 1, 1] == gy[0, 0, 0, 0] and g_out[0][0, 0, 0, 0] == 0
+
+
 @pytest.mark.parametrize("cip", [True, False])
 def test_avg_pool2d_grad(cip):
     fwd = pool_fwd(k=3, s=2, p=(1, 1, 1, 0), count_include_pad=cip)
