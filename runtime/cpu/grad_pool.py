@@ -51,7 +51,7 @@ def _max_pool_grad(gy, x, gx, kh, kw, sh, sw, pt, pl, dh, dw):
 @numba.njit(cache=True, inline="always")
 def _better(v, m):
     # the argmax rule above for a tap after the first: greater, or any NaN
-    return v > m or v != v
+    return (v > m) | (v != v)  # no short-circuit: a branch per compare mispredicts
 
 
 @numba.njit(cache=True, inline="always")
@@ -62,14 +62,15 @@ def _max_pool_grad_2x2_plane(gy, x, gx, q):
     _, oh, ow = gy.shape
     for i in range(oh):
         x0, x1, g0, g1, gr = x[q, 2 * i], x[q, 2 * i + 1], gx[q, 2 * i], gx[q, 2 * i + 1], gy[q, i]
-        for j in range(ow):
-            m, k = x0[2 * j], 0
-            if _better(x0[2 * j + 1], m):
-                m, k = x0[2 * j + 1], 1
-            if _better(x1[2 * j], m):
-                m, k = x1[2 * j], 2
-            if _better(x1[2 * j + 1], m):
-                k = 3
+        for j in range(ow):  # selects, not branches: random data mispredicted them
+            a, b, c, d = x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]
+            tb = _better(b, a)
+            m = b if tb else a
+            k = 1 if tb else 0
+            tc = _better(c, m)
+            m = c if tc else m
+            k = 2 if tc else k
+            k = 3 if _better(d, m) else k
             g = gr[j]
             g0[2 * j] = g if k == 0 else np.float32(0.0)
             g0[2 * j + 1] = g if k == 1 else np.float32(0.0)
