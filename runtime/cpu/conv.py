@@ -178,13 +178,8 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
         return lambda: _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
                                sh, sw, pt, pl, dh, dw, groups)
     if conv_direct.suits(c, o_n, kh, kw, (sh, sw), (dh, dw), groups):
-        wp, lr, lp = conv_direct.scratch_sizes(h, wd, kh, kw, pt, pl, pb, pr)
-        xp = np.zeros((n, c, lp), np.float32)  # zero borders; interiors written per call
-        w2d = w.reshape(o_n, c * kh * kw)  # a view: weights updated in place stay seen
-        small = 2 * n * o_n * oh * ow * c * kh * kw < conv_direct.SERIAL_FLOPS
-        fn = conv_direct.conv_direct_serial if small else conv_direct.conv_direct
-        return lambda: fn(x, w2d, out, xp, kh, kw, pt, pl, wp, lr, bias, has_bias, res,
-                          has_res, code, alpha)
+        return conv_direct.bind(x, w.reshape(o_n, c * kh * kw), out, kh, kw,
+                                (pt, pl, pb, pr), bias, has_bias, res, has_res, code, alpha)
 
     rows, p = c * kh * kw, oh * ow
     w2 = w.reshape(o_n, rows)

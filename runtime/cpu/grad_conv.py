@@ -16,10 +16,12 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from . import conv_direct
 from .conv import (_gather_images, _im2col_group, _scatter_epilogue, _valid_range,
                    images_per_gemm)
 
 _NO_BIAS, _NO_RES = np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
+_NO_RES4 = np.zeros((1, 1, 1, 1), np.float32)
 
 
 def _conv_attrs(attrs: Mapping) -> tuple:
@@ -139,6 +141,19 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
     _, o_n, oh, ow = gy.shape
     if groups != 1:
         return lambda: _grad_input_direct(gy, w, gx, sh, sw, pt, pl, dh, dw, groups)
+    full = (kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr)
+    if (conv_direct.suits(o_n, c, kh, kw, (sh, sw), (dh, dw), groups)
+            and min(full) >= 0):
+        # stride 1: dL/dx is the "full" convolution of dL/dy with the weight flipped in
+        # space and transposed (C, O, kh, kw), i.e. a forward conv: the direct kernel
+        flipped = np.empty((c, o_n, kh, kw), np.float32)
+        conv = conv_direct.bind(gy, flipped.reshape(c, o_n * kh * kw), gx, kh, kw, full,
+                                _NO_BIAS, False, _NO_RES4, False, 0, np.float32(0.0))
+
+        def run_direct():
+            np.copyto(flipped, w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1])  # weights change
+            conv()
+        return run_direct
     rows, p = c * kh * kw, oh * ow
     wt = w.reshape(o_n, rows).T
     gx3 = gx.reshape(n, c, h * wd)
@@ -166,6 +181,8 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     _, o_n, oh, ow = gy.shape
     if groups != 1:
         return lambda: _grad_weight_direct(x, gy, gw, sh, sw, pt, pl, dh, dw, groups)
+    if conv_direct.suits_grad_weight(c, o_n, kh, kw, (sh, sw), (dh, dw), groups):
+        return conv_direct.bind_grad_weight(x, gy, gw, kh, kw, (pt, pl, pb, pr))
     rows, p = c * kh * kw, oh * ow
     gw2 = gw.reshape(o_n, rows)
     x3 = x.reshape(n, c, h * wd)

@@ -45,6 +45,16 @@ CONV_CASES = [
     dict(n=3, c=5, h=8, w=7, o=5, k=3, g=5, s=2, p=(1, 1, 1, 1)),     # depthwise, stride
     dict(n=1, c=6, h=5, w=6, o=3, k=(1, 3), g=3, d=(1, 2)),           # grouped 1x3 dilated
     dict(n=2, c=3, h=4, w=4, o=2, k=5, p=(2, 2, 2, 2)),               # kernel > input
+    # stride 1: dL/dx runs as a forward direct conv (conv_direct.py) with flipped weights,
+    # dL/dW as direct dot products while C*kh*kw <= GRAD_WEIGHT_MAX_ROWS
+    dict(n=2, c=1, h=12, w=11, o=6, k=5, p=(2, 2, 2, 2)),             # LeNet-5's c1
+    dict(n=3, c=6, h=10, w=10, o=16, k=5),                            # LeNet-5's c2
+    dict(n=2, c=3, h=6, w=7, o=5, k=3, p=(0, 1, 2, 0)),               # asymmetric
+    dict(n=1, c=2, h=5, w=9, o=3, k=(1, 3), p=(0, 1, 0, 1)),          # 1x3, batch 1
+    dict(n=2, c=2, h=5, w=5, o=3, k=2, p=(2, 2, 2, 2)),               # padding > k-1
+    dict(n=2, c=70, h=6, w=5, o=64, k=3, p=(1, 1, 1, 1)),             # O*kh*kw = MAX_ROWS
+    dict(n=5, c=17, h=9, w=8, o=9, k=3, p=(1, 0, 0, 1)),              # C*kh*kw = 153, O % 4
+    dict(n=16, c=8, h=20, w=19, o=13, k=3, p=(1, 1, 1, 1)),           # parallel dL/dW
 ]
 
 
@@ -80,10 +90,11 @@ def test_conv2d_grads(case):
 def test_conv2d_images_batched_into_one_gemm(monkeypatch, pointwise):
     """Deep layers im2col several images per GEMM; force 2 per GEMM over a batch of 5
     (chunks 2, 2, 1) and check forward and both gradients."""
-    from runtime.cpu import conv
+    from runtime.cpu import conv, conv_direct
     k = 1 if pointwise else 3
     rows, p = 3 * k * k, 4 * 5
     monkeypatch.setattr(conv, "CHUNK_FLOATS", 2 * rows * p)
+    monkeypatch.setattr(conv_direct, "MAX_ROWS", 0)  # the im2col paths, not the direct one
     r = rng(20)
     x = r.standard_normal((5, 3, 4, 5)).astype(np.float32)
     wt = r.standard_normal((4, 3, k, k)).astype(np.float32)
