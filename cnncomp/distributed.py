@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
@@ -157,12 +158,16 @@ def _install_excepthook(world: Any) -> None:
 
     def hook(tp, value, tb):
         try:
-            previous(tp, value, tb)
+            # the one-line cause first: when a rank aborts, mpiexec may stop forwarding
+            # output before a long traceback is through (seen under load in CI)
             sys.stderr.write(f"cnncomp.distributed: rank {world.Get_rank()} of "
-                             f"{world.Get_size()} stopped with {tp.__name__}: {value}\n"
-                             "cnncomp.distributed: aborting every rank (MPI_Abort)\n")
+                             f"{world.Get_size()} stopped with {tp.__name__}: {value}\n")
+            sys.stderr.flush()
+            previous(tp, value, tb)
+            sys.stderr.write("cnncomp.distributed: aborting every rank (MPI_Abort)\n")
             sys.stdout.flush()
             sys.stderr.flush()
+            time.sleep(0.2)  # let mpiexec forward what was written before the abort
         finally:
             world.Abort(1)
     sys.excepthook = hook
