@@ -177,7 +177,7 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
     if groups != 1:
         return lambda: _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
                                sh, sw, pt, pl, dh, dw, groups)
-    if conv_direct.suits(c, o_n, kh, kw, (sh, sw), (dh, dw), groups):
+    if conv_direct.suits(c, kh, kw, (sh, sw), (dh, dw), groups):
         return conv_direct.bind(x, w.reshape(o_n, c * kh * kw), out, kh, kw,
                                 (pt, pl, pb, pr), bias, has_bias, res, has_res, code, alpha)
 

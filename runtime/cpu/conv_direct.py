@@ -28,8 +28,7 @@ GRAD_WEIGHT_MAX_ROWS = 160  # dL/dW: the GEMM (long K = N*OH*OW) wins beyond (64
 SERIAL_FLOPS = 1 << 22  # below ~4 MFLOP one thread beats a parallel region
 
 
-def suits(c_in: int, c_out: int, kh: int, kw: int, stride: tuple, dilation: tuple,
-          groups: int) -> bool:
+def suits(c_in: int, kh: int, kw: int, stride: tuple, dilation: tuple, groups: int) -> bool:
     """Whether this kernel runs the layer instead of im2col + GEMM. Measured here (b32,
     fused bias + relu): LeNet-5's c1 and c2 8 -> 33 and 15 -> 45 GFLOP/s; 3x3 convs with
     3-64 input channels 1.3-2.1x faster, up to 110 GFLOP/s; equal at 16 -> 128 channels."""
@@ -45,6 +44,21 @@ def scratch_sizes(h: int, w: int, kh: int, kw: int, pt: int, pl: int, pb: int,
     oh = h + pt + pb - kh + 1
     lr = -(-(oh * wp) // LANES) * LANES
     return wp, lr, lr + (kh - 1) * wp + kw
+
+
+def _padded_input(x: np.ndarray, out_shape: tuple, kh: int, kw: int, pads: tuple
+                  ) -> tuple[int, int, np.ndarray, bool]:
+    """For a binder: (wp, lr, the zeroed (N, C, lp) input scratch, whether to run serially),
+    after checking that ``out_shape`` (N, O, OH, OW) is this stride-1 conv's output."""
+    n, c, h, w = x.shape
+    pt, pl, pb, pr = pads
+    o_n, oh, ow = out_shape[1:]
+    if (oh, ow) != (h + pt + pb - kh + 1, w + pl + pr - kw + 1):
+        raise ValueError(f"conv_direct: input {x.shape} and output {tuple(out_shape)} disagree "
+                         f"for a {kh}x{kw} kernel with padding {pads}")
+    wp, lr, lp = scratch_sizes(h, w, kh, kw, pt, pl, pb, pr)
+    xp = np.zeros((n, c, lp), np.float32)  # zero borders; interiors written per call
+    return wp, lr, xp, 2 * n * o_n * oh * ow * c * kh * kw < SERIAL_FLOPS
 
 
 @numba.njit(cache=True, inline="always")
@@ -133,6 +147,20 @@ def conv_direct_serial(x, w2, out, xp, kh, kw, pt, pl, wp, lr, bias, has_bias, r
         _block(xp, w2, out, t, yb, wp, lr, kh, kw, bias, has_bias, res, has_res, code, alpha)
 
 
+def bind(x: np.ndarray, w2: np.ndarray, out: np.ndarray, kh: int, kw: int,
+         pads: tuple, bias: np.ndarray, has_bias: bool, res: np.ndarray, has_res: bool,
+         code: int, alpha: np.float32):
+    """A run() computing out = act(conv(x, w2) + bias + res) for a stride-1 layer that
+    ``suits``; w2 is (O, C*kh*kw), read on every call (weights updated in place stay seen).
+    Its padded-input scratch is allocated here, once."""
+    if w2.shape != (out.shape[1], x.shape[1] * kh * kw):
+        raise ValueError(f"conv_direct: x {x.shape}, weight {w2.shape}, out {out.shape} "
+                         "disagree")
+    wp, lr, xp, small = _padded_input(x, out.shape, kh, kw, pads)
+    fn = conv_direct_serial if small else conv_direct
+    return lambda: fn(x, w2, out, xp, kh, kw, pads[0], pads[1], wp, lr, bias, has_bias, res,
+                      has_res, code, alpha)
+
 
 # ---------------------------------------------------------------- dL/dW (training)
 # dW[o, c, a, b] = sum over images n and outputs p of dy[n, o, p] * x[n, c, p + a*wp + b]
@@ -218,46 +246,23 @@ def grad_weight_direct_serial(x, gy, gw2, xp, gyp, kh, kw, pt, pl, wp, lr):
         _grad_weight_block(xp, gyp, gw2, t, kh, kw, wp, lr, buf)
 
 
-def suits_grad_weight(c_in: int, c_out: int, kh: int, kw: int, stride: tuple,
-                      dilation: tuple, groups: int) -> bool:
+def suits_grad_weight(c_in: int, kh: int, kw: int, stride: tuple, dilation: tuple,
+                      groups: int) -> bool:
     """Whether ``bind_grad_weight`` beats im2col + GEMM. Measured here: LeNet-5's c1 and
     c2 (b64) 2.7 -> 0.65 ms and 1.9 -> 1.25 ms; 3 -> 64 channels 1.2x; 64 -> 64 0.7x."""
-    return (suits(c_in, c_out, kh, kw, stride, dilation, groups)
+    return (suits(c_in, kh, kw, stride, dilation, groups)
             and c_in * kh * kw <= GRAD_WEIGHT_MAX_ROWS)
 
 
 def bind_grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray, kh: int, kw: int,
                      pads: tuple):
     """A run() writing dL/dW (O, C, kh, kw) of a stride-1 layer that ``suits_grad_weight``."""
-    n, c, h, w = x.shape
-    pt, pl, pb, pr = pads
-    o_n, oh, ow = gy.shape[1], gy.shape[2], gy.shape[3]
-    if gw.shape != (o_n, c, kh, kw) or (oh, ow) != (h + pt + pb - kh + 1, w + pl + pr - kw + 1):
-        raise ValueError(f"conv_direct: x {x.shape}, dy {gy.shape}, dW {gw.shape} disagree "
-                         f"for a {kh}x{kw} kernel with padding {pads}")
-    wp, lr, lp = scratch_sizes(h, w, kh, kw, pt, pl, pb, pr)
-    xp = np.zeros((n, c, lp), np.float32)
+    n, c = x.shape[:2]
+    o_n = gy.shape[1]
+    if gw.shape != (o_n, c, kh, kw):
+        raise ValueError(f"conv_direct: x {x.shape}, dy {gy.shape}, dW {gw.shape} disagree")
+    wp, lr, xp, small = _padded_input(x, gy.shape, kh, kw, pads)
     gyp = np.zeros((n, o_n, lr), np.float32)
     gw2 = gw.reshape(o_n, c * kh * kw)
-    small = 2 * n * o_n * oh * ow * c * kh * kw < SERIAL_FLOPS
     fn = grad_weight_direct_serial if small else grad_weight_direct
-    return lambda: fn(x, gy, gw2, xp, gyp, kh, kw, pt, pl, wp, lr)
-
-def bind(x: np.ndarray, w2: np.ndarray, out: np.ndarray, kh: int, kw: int,
-         pads: tuple, bias: np.ndarray, has_bias: bool, res: np.ndarray, has_res: bool,
-         code: int, alpha: np.float32):
-    """A run() computing out = act(conv(x, w2) + bias + res) for a stride-1 layer that
-    ``suits``; w2 is (O, C*kh*kw), read on every call (weights updated in place stay seen).
-    Its padded-input scratch is allocated here, once."""
-    n, c, h, w = x.shape
-    pt, pl, pb, pr = pads
-    o_n, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    if w2.shape != (o_n, c * kh * kw) or (oh, ow) != (h + pt + pb - kh + 1, w + pl + pr - kw + 1):
-        raise ValueError(f"conv_direct: x {x.shape}, weight {w2.shape}, out {out.shape} "
-                         f"disagree for a {kh}x{kw} kernel with padding {pads}")
-    wp, lr, lp = scratch_sizes(h, w, kh, kw, pt, pl, pb, pr)
-    xp = np.zeros((n, c, lp), np.float32)  # zero borders; interiors written per call
-    small = 2 * n * o_n * oh * ow * c * kh * kw < SERIAL_FLOPS
-    fn = conv_direct_serial if small else conv_direct
-    return lambda: fn(x, w2, out, xp, kh, kw, pt, pl, wp, lr, bias, has_bias, res, has_res,
-                      code, alpha)
+    return lambda: fn(x, gy, gw2, xp, gyp, kh, kw, pads[0], pads[1], wp, lr)

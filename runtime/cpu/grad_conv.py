@@ -142,7 +142,7 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
     if groups != 1:
         return lambda: _grad_input_direct(gy, w, gx, sh, sw, pt, pl, dh, dw, groups)
     full = (kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr)
-    if (conv_direct.suits(o_n, c, kh, kw, (sh, sw), (dh, dw), groups)
+    if (conv_direct.suits(o_n, kh, kw, (sh, sw), (dh, dw), groups)
             and min(full) >= 0):
         # stride 1: dL/dx is the "full" convolution of dL/dy with the weight flipped in
         # space and transposed (C, O, kh, kw), i.e. a forward conv: the direct kernel
@@ -181,7 +181,7 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     _, o_n, oh, ow = gy.shape
     if groups != 1:
         return lambda: _grad_weight_direct(x, gy, gw, sh, sw, pt, pl, dh, dw, groups)
-    if conv_direct.suits_grad_weight(c, o_n, kh, kw, (sh, sw), (dh, dw), groups):
+    if conv_direct.suits_grad_weight(c, kh, kw, (sh, sw), (dh, dw), groups):
         return conv_direct.bind_grad_weight(x, gy, gw, kh, kw, (pt, pl, pb, pr))
     rows, p = c * kh * kw, oh * ow
     gw2 = gw.reshape(o_n, rows)
