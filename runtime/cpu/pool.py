@@ -75,31 +75,33 @@ def _max_pool_plane(x, out, q, kh, kw, sh, sw, pt, pl, dh, dw):
                         orow[t] = fmax_nan(xrow[t * sw], orow[t])
 
 
-@numba.njit(cache=True, inline="always")
-def _is_2x2(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
-    # 2x2 stride 2, no padding, and (ceil_mode aside) every window inside the input
-    return (kh == kw == sh == sw == 2 and pt == pl == 0 and dh == dw == 1
+def tiles_2x2(x: np.ndarray, out: np.ndarray, kh: int, kw: int, sh: int, sw: int,
+              pt: int, pl: int, dh: int, dw: int) -> bool:
+    """Whether a max pool over planes ``x`` -> ``out`` (P, H, W) is 2x2 windows at stride 2
+    with no padding or dilation, each inside the input (a ceil_mode window past the edge
+    is not): disjoint windows, the fast path of the forward and backward kernels."""
+    return ((kh, kw, sh, sw, pt, pl, dh, dw) == (2, 2, 2, 2, 0, 0, 1, 1)
             and 2 * out.shape[1] <= x.shape[1] and 2 * out.shape[2] <= x.shape[2])
 
 
+@numba.njit(cache=True, inline="always")
+def _max_pool_any(x, out, q, fast, kh, kw, sh, sw, pt, pl, dh, dw):
+    if fast:
+        _max_pool_2x2(x, out, q)
+    else:
+        _max_pool_plane(x, out, q, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
 @numba.njit(cache=True, parallel=True)
-def _max_pool(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
-    fast = _is_2x2(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+def _max_pool(x, out, fast, kh, kw, sh, sw, pt, pl, dh, dw):
     for q in prange(x.shape[0]):
-        if fast:
-            _max_pool_2x2(x, out, q)
-        else:
-            _max_pool_plane(x, out, q, kh, kw, sh, sw, pt, pl, dh, dw)
+        _max_pool_any(x, out, q, fast, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
 @numba.njit(cache=True)
-def _max_pool_serial(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
-    fast = _is_2x2(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+def _max_pool_serial(x, out, fast, kh, kw, sh, sw, pt, pl, dh, dw):
     for q in range(x.shape[0]):
-        if fast:
-            _max_pool_2x2(x, out, q)
-        else:
-            _max_pool_plane(x, out, q, kh, kw, sh, sw, pt, pl, dh, dw)
+        _max_pool_any(x, out, q, fast, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -152,7 +154,8 @@ def bind_max_pool(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: 
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
     pt, pl = attrs["padding"][:2]
     fn = _max_pool if out.size * kh * kw >= PARALLEL_MIN else _max_pool_serial
-    return lambda: fn(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+    fast = tiles_2x2(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
+    return lambda: fn(x, out, fast, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
 @register_kernel("avg_pool2d")

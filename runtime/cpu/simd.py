@@ -145,18 +145,6 @@ def vleaky(typingctx, a, slope):
     return f32x16(a, slope), codegen
 
 
-def _scalar_call(llvm_name: str, a, b):
-    """Typing and codegen of a float32 (a, b) -> float32 call of an LLVM intrinsic."""
-    if not (a == b == types.float32):
-        return None
-
-    def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32, [_F32] * 2),
-                                            llvm_name)
-        return builder.call(fn, args)
-    return types.float32(a, b), codegen
-
-
 @intrinsic
 def fmax_nan(typingctx, a, b):
     """Scalar float32 max where NaN wins (PyTorch's max pooling), as ``llvm.maximum``.
@@ -167,4 +155,11 @@ def fmax_nan(typingctx, a, b):
     loaded values stays a plain vector store. (Against a constant LLVM folds it back
     into a select: see ``activation.apply_act`` for relu.)
     """
-    return _scalar_call("llvm.maximum.f32", a, b)
+    if not (a == b == types.float32):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F32, [_F32] * 2),
+                                            "llvm.maximum.f32")
+        return builder.call(fn, args)
+    return types.float32(a, b), codegen
