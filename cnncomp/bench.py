@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -63,6 +63,38 @@ def bytes_moved(model: CompiledModel, batch: int) -> int:
     return total
 
 
+def time_interleaved(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int,
+                     min_sample: float, desc: str, progress: bool) -> dict[str, list[float]]:
+    """Seconds per call of each function, ``repeat`` samples each, timed round-robin.
+
+    The ``warmup`` rounds are not timed: the first calls after compiling run slow
+    (first-touch of arena pages, thread pools spinning up: 1.3-1.7x the steady state on
+    ResNet-18). They also size each function's sample: a call shorter than ``min_sample``
+    is repeated within its turn and averaged (one 2 ms LeNet-5 call right after the pause
+    varied 1.5x). Thread pools busy-wait after a call (OpenBLAS for ~0.1 s by default) on
+    the cores the next function needs: one timed right after a BLAS-heavy one ran up to
+    1.8x slower. So each turn starts with a pause of SETTLE_S (the previous function's
+    threads go to sleep) and an untimed call (which wakes this function's own)."""
+    from tqdm.auto import tqdm
+    number = {}
+    for _ in range(warmup):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            number[key] = max(1, math.ceil(min_sample / max(time.perf_counter() - t0, 1e-7)))
+    times: dict[str, list[float]] = {key: [] for key in fns}
+    for _ in tqdm(range(repeat), desc=desc, disable=not progress, leave=False):
+        for key, fn in fns.items():
+            time.sleep(SETTLE_S)
+            fn()
+            k = number.get(key, 1)
+            t0 = time.perf_counter()
+            for _ in range(k):
+                fn()
+            times[key].append((time.perf_counter() - t0) / k)
+    return times
+
+
 def run_bench(net: Any, batch: int = 8, repeat: int = 10, target: str = "cpu",
               variants: Optional[Sequence[tuple[str, dict]]] = None, seed: int = 0,
               progress: bool = True, warmup: int = 3) -> list[dict]:
@@ -84,30 +116,10 @@ def run_bench(net: Any, batch: int = 8, repeat: int = 10, target: str = "cpu",
         if not err < 1e-4:
             raise AssertionError(f"variant {v.name!r} disagrees with {built[0].name!r}: "
                                  f"relative error {err:.2e}")
-    # the first rounds after compiling run slow (first-touch of arena pages, thread pools
-    # spinning up): measured 1.3-1.7x the steady state on ResNet-18, so they are not timed.
-    # They also size each variant's sample: calls shorter than MIN_SAMPLE_S are repeated
-    # within a turn and averaged (one 2 ms LeNet-5 call right after the pause varied 1.5x).
-    number = {}
-    for _ in range(warmup):
-        for v in built:
-            t0 = time.perf_counter()
-            v.model(x)
-            number[v.name] = max(1, math.ceil(MIN_SAMPLE_S / max(time.perf_counter() - t0,
-                                                                  1e-7)))
-    # Thread pools busy-wait after a call (OpenBLAS for ~0.1 s by default) on the cores the
-    # next variant needs: a model timed right after a BLAS-heavy one ran up to 1.8x slower.
-    # So each variant's turn starts with a pause (the previous variant's threads go to
-    # sleep) and an untimed call (which wakes this variant's own), then the timed call.
-    for _ in tqdm(range(repeat), desc="timing", disable=not progress, leave=False):
-        for v in built:
-            time.sleep(SETTLE_S)
-            v.model(x)
-            k = number[v.name]
-            t0 = time.perf_counter()
-            for _ in range(k):
-                v.model(x)
-            v.times.append((time.perf_counter() - t0) / k)
+    times = time_interleaved({v.name: (lambda m=v.model: m(x)) for v in built}, repeat,
+                             warmup, MIN_SAMPLE_S, "timing", progress)
+    for v in built:
+        v.times.extend(times[v.name])
     base = built[0].median
     rows = []
     for v in built:
@@ -210,7 +222,6 @@ def run_train_bench(net: Any, batch: int = 32, repeat: int = 5, target: str = "c
                     warmup: int = 2, lr: float = 0.01) -> list[dict]:
     """Time one training step (forward, loss, backward, SGD-momentum update), unfused vs
     fused, plus ``peers`` (label -> ``step(x, y)`` callable), interleaved; one row each."""
-    from tqdm.auto import tqdm
     from .optim import SGD
     graph = net if isinstance(net, Graph) else net.to_graph()
     shape = graph.values[graph.inputs[0]].concrete_shape(batch)
@@ -226,18 +237,9 @@ def run_train_bench(net: Any, batch: int = 32, repeat: int = 5, target: str = "c
         entries.append((label, t.step, len(ex.program.steps), plan.planned_bytes))
     for label, fn in (peers or {}).items():
         entries.append((label, fn, 0, 0))
-    times: dict[str, list[float]] = {e[0]: [] for e in entries}
-    for _ in range(warmup):
-        for _, fn, _, _ in entries:
-            fn(x, y)
-    for _ in tqdm(range(repeat), desc="timing training steps", disable=not progress,
-                  leave=False):
-        for label, fn, _, _ in entries:
-            time.sleep(SETTLE_S)  # as in run_bench: let the previous entry's threads sleep
-            fn(x, y)
-            t0 = time.perf_counter()
-            fn(x, y)
-            times[label].append(time.perf_counter() - t0)
+    # one call per sample (min_sample 0), as this bench has always timed training steps
+    times = time_interleaved({label: (lambda fn=fn: fn(x, y)) for label, fn, _, _ in entries},
+                             repeat, warmup, 0.0, "timing training steps", progress)
     base = float(np.median(times["unfused"]))
     rows = []
     for label, _, kernels, mem in entries:
