@@ -131,8 +131,6 @@ class CpuMonitor:
 
 
 # ----------------------------------------------------------------------------- timing
-
-
 def time_rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3,
                 noise: float = 1.5, max_discard: Optional[int] = None,
                 min_time: float = 0.02) -> tuple[dict[str, list[float]], int]:

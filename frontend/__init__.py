@@ -6,7 +6,6 @@
 """
 import runtime  # noqa: F401  (first: sets OpenBLAS's thread policy before numpy loads)
 
-
 from .layers import (Add, AvgPool2d, BatchNorm2d, Concat, Conv2d, Dropout, Flatten,
                      GlobalAvgPool2d, Input, Layer, LeakyReLU, Linear, LocalResponseNorm,
                      LPPool2d, MaxPool2d, ReLU, Sigmoid, Softmax, SymbolicTensor, Tanh)
