@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from runtime.cpu import nhwc as nhwc_kernels
 from tests.helpers import rel_err, rng, run_kernel
 
 TOL = 1e-5
@@ -38,6 +39,37 @@ def test_layout_transform_round_trips_exactly():
 ])
 @pytest.mark.parametrize("epilogue", ["none", "bias+relu", "bias+residual+leaky"])
 def test_conv2d_nhwc(case, epilogue):
+    check_conv2d_nhwc(case, epilogue)
+
+
+@pytest.mark.parametrize("epilogue", ["none", "bias+residual+leaky"])
+def test_conv2d_nhwc_in_several_gemm_steps(monkeypatch, epilogue):
+    """7 images at 2 images per im2col + GEMM step: 4 steps of 2, 2, 2, 1 images, each
+    writing its own rows of the output and reading its rows of the residual."""
+    monkeypatch.setattr(nhwc_kernels, "ROWS_PER_GEMM", 2 * 5 * 4)
+    monkeypatch.setattr(nhwc_kernels, "MIN_FLOATS", 0)
+    check_conv2d_nhwc(dict(n=7, c=3, h=5, w=4, o=5, k=3, p=(1, 1, 1, 1)), epilogue)
+
+
+@pytest.mark.parametrize("n,k,pixels,expect", [
+    (32, 576, 32 * 32, 1),    # ResNet-18's 64-channel 3x3 layer: one 1024-row image
+    (32, 1152, 16 * 16, 4),   # 1024 rows
+    (32, 4608, 4 * 4, 16),    # 8 MiB of scratch holds 28 images: two steps of 16
+    (32, 2304, 7 * 7, 16),    # 21 images would leave an 11-image step: two of 16
+    (32, 27, 32 * 32, 16),    # the 3-channel stem: >= MIN_FLOATS of columns per step
+    (5, 9, 8 * 8, 5),
+    (1, 1, 1, 1),
+])
+def test_images_per_gemm_nhwc_splits_the_batch_evenly(n, k, pixels, expect):
+    assert nhwc_kernels.images_per_gemm_nhwc(n, k, pixels) == expect
+
+
+def test_images_per_gemm_nhwc_keeps_scratch_within_chunk_floats(monkeypatch):
+    monkeypatch.setattr(nhwc_kernels, "CHUNK_FLOATS", 3 * 9 * 16)
+    assert nhwc_kernels.images_per_gemm_nhwc(32, 9, 16) == 3  # 11 steps of <= 3 images
+
+
+def check_conv2d_nhwc(case, epilogue):
     r = rng(1)
     n, c, h, w, o = case["n"], case["c"], case["h"], case["w"], case["o"]
     k, s, d = case["k"], case.get("s", (1, 1)), case.get("d", (1, 1))
