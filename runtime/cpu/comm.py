@@ -40,6 +40,7 @@ from ..registry import register_kernel
 from .activation import act_code, apply_act
 from .grad_norm import (_by_channel, channel_grad_input, channel_grad_sums,
                         channel_moments)
+from .jit import PARALLEL
 
 
 class CommTimeout(RuntimeError):
@@ -197,13 +198,13 @@ def bind_allreduce_wait(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
 
 # ------------------------------------------------------------------ synchronized BatchNorm
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _local_moments(x, mean, m2):
     for c in prange(x.shape[1]):
         mean[c], m2[c] = channel_moments(x, c)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _normalize(x, y, gamma, beta, mean, inv, code, alpha):
     # the same arithmetic as grad_norm._bn_train, with the global statistics
     n, c_n, p = x.shape
@@ -261,13 +262,13 @@ def bind_sync_batch_norm_train(ins: Sequence[np.ndarray], outs: Sequence[np.ndar
     return run
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _grad_sums(gy, x, mean, s, code, alpha, sg_out, sgx_out):
     for c in prange(x.shape[1]):
         sg_out[c], sgx_out[c] = channel_grad_sums(gy, x, s, c, mean[c], code, alpha)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _grad_input(gy, x, gamma, mean, invstd, gx, s, code, alpha, sg, sgx, m):
     for c in prange(x.shape[1]):
         channel_grad_input(gy, x, s, gx, c, mean[c], invstd[c], gamma[c], sg[c], sgx[c], m,

@@ -25,6 +25,7 @@ from numba import prange
 from ..registry import register_kernel
 from . import conv_direct
 from .activation import act_code, act_inplace, apply_act
+from .jit import PARALLEL
 
 CHUNK_FLOATS = 1 << 21  # 8 MiB of im2col scratch per GEMM
 
@@ -46,7 +47,7 @@ def _valid_range(n_out, n_in, stride, pad, offset):
     return lo, max(lo, hi)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     # images i0..i0+k of x (N, C, H, W) -> col (C*kh*kw, k*OH*OW), image j in columns
     # [j*P, (j+1)*P): one parallel call per GEMM instead of one per image
@@ -76,7 +77,7 @@ def _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
                 col[r, row + j] = 0.0
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _gather_images(src, i0, k, dst):
     # src (N, R, P): images i0..i0+k side by side -> dst (R, k*P)
     r_n, p = src.shape[1], src.shape[2]
@@ -87,7 +88,7 @@ def _gather_images(src, i0, k, dst):
             dst[r, j * p + q] = src[i0 + j, r, q]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _scatter_epilogue(prod, out, i0, k, bias, has_bias, res, has_res, code, alpha):
     # prod (O, k*P) of a batched GEMM -> out (N, O, P) images i0..i0+k, adding bias and
     # residual and applying the activation in the same sweep
@@ -106,7 +107,7 @@ def _scatter_epilogue(prod, out, i0, k, bias, has_bias, res, has_res, code, alph
         act_inplace(dst, code, alpha)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _epilogue(out, bias, has_bias, res, has_res, code, alpha):
     # out, res: (O, P) for one image
     o_n, p_n = out.shape
@@ -123,7 +124,7 @@ def _epilogue(out, bias, has_bias, res, has_res, code, alpha):
         act_inplace(row, code, alpha)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
             sh, sw, pt, pl, dh, dw, groups):
     n_img, c_in, h, wd = x.shape

@@ -31,6 +31,7 @@ from numba import prange
 
 from ..registry import register_kernel
 from .activation import act_code
+from .jit import PARALLEL
 from .simd import vadd, vfma, vleaky, vload, vrelu, vsplat, vstore
 
 B = 16
@@ -99,59 +100,60 @@ def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, p
         bvec = vload(bias, ob * B)
         obase = n * os_n + ob * os_o + oh * os_h
         ow = 0
-        while TILE == 8 and ow + 8 <= ow_n:
-            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = bvec
-            for cb in range(cb_n):
-                for kh in range(kh_n):
-                    ih = oh * sh - pt + kh * dh
-                    if ih < 0 or ih >= h:
-                        continue
-                    row = n * xs_n + cb * xs_c + ih * xs_h
-                    for kw in range(kw_n):
-                        iw = ow * sw - pl + kw * dw
-                        wb = ob * ws_o + cb * ws_c + (kh * kw_n + kw) * B * B
-                        if iw >= 0 and iw + 7 * sw < w:
-                            # unsigned indices: no negative-index wraparound in the hot loop
-                            xi = np.uint64(row + iw * B)
-                            st = np.uint64(sw * B)
-                            for icu in range(B):
-                                ic = np.uint64(icu)
-                                wv = vload(wf, np.uint64(wb) + ic * np.uint64(B))
-                                a0 = vfma(vsplat(xf[xi + ic]), wv, a0)
-                                a1 = vfma(vsplat(xf[xi + st + ic]), wv, a1)
-                                a2 = vfma(vsplat(xf[xi + np.uint64(2) * st + ic]), wv, a2)
-                                a3 = vfma(vsplat(xf[xi + np.uint64(3) * st + ic]), wv, a3)
-                                a4 = vfma(vsplat(xf[xi + np.uint64(4) * st + ic]), wv, a4)
-                                a5 = vfma(vsplat(xf[xi + np.uint64(5) * st + ic]), wv, a5)
-                                a6 = vfma(vsplat(xf[xi + np.uint64(6) * st + ic]), wv, a6)
-                                a7 = vfma(vsplat(xf[xi + np.uint64(7) * st + ic]), wv, a7)
-                        else:  # the tile straddles the left/right border
-                            for ic in range(B):
-                                wv = vload(wf, wb + ic * B)
-                                a0 = vfma(vsplat(_x_or_zero(xf, row, iw, w, ic)), wv, a0)
-                                a1 = vfma(vsplat(_x_or_zero(xf, row, iw + sw, w, ic)), wv, a1)
-                                a2 = vfma(vsplat(_x_or_zero(xf, row, iw + 2 * sw, w, ic)), wv,
-                                          a2)
-                                a3 = vfma(vsplat(_x_or_zero(xf, row, iw + 3 * sw, w, ic)), wv,
-                                          a3)
-                                a4 = vfma(vsplat(_x_or_zero(xf, row, iw + 4 * sw, w, ic)), wv,
-                                          a4)
-                                a5 = vfma(vsplat(_x_or_zero(xf, row, iw + 5 * sw, w, ic)), wv,
-                                          a5)
-                                a6 = vfma(vsplat(_x_or_zero(xf, row, iw + 6 * sw, w, ic)), wv,
-                                          a6)
-                                a7 = vfma(vsplat(_x_or_zero(xf, row, iw + 7 * sw, w, ic)), wv,
-                                          a7)
-            o = obase + ow * B
-            _finish(a0, of, o, rf, has_res, act, alpha)
-            _finish(a1, of, o + B, rf, has_res, act, alpha)
-            _finish(a2, of, o + 2 * B, rf, has_res, act, alpha)
-            _finish(a3, of, o + 3 * B, rf, has_res, act, alpha)
-            _finish(a4, of, o + 4 * B, rf, has_res, act, alpha)
-            _finish(a5, of, o + 5 * B, rf, has_res, act, alpha)
-            _finish(a6, of, o + 6 * B, rf, has_res, act, alpha)
-            _finish(a7, of, o + 7 * B, rf, has_res, act, alpha)
-            ow += 8
+        if TILE == 8:  # a global, so a constant to Numba: AVX2 builds prune this branch
+            while ow + 8 <= ow_n:
+                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = bvec
+                for cb in range(cb_n):
+                    for kh in range(kh_n):
+                        ih = oh * sh - pt + kh * dh
+                        if ih < 0 or ih >= h:
+                            continue
+                        row = n * xs_n + cb * xs_c + ih * xs_h
+                        for kw in range(kw_n):
+                            iw = ow * sw - pl + kw * dw
+                            wb = ob * ws_o + cb * ws_c + (kh * kw_n + kw) * B * B
+                            if iw >= 0 and iw + 7 * sw < w:
+                                # unsigned indices: no negative-index wraparound in the hot loop
+                                xi = np.uint64(row + iw * B)
+                                st = np.uint64(sw * B)
+                                for icu in range(B):
+                                    ic = np.uint64(icu)
+                                    wv = vload(wf, np.uint64(wb) + ic * np.uint64(B))
+                                    a0 = vfma(vsplat(xf[xi + ic]), wv, a0)
+                                    a1 = vfma(vsplat(xf[xi + st + ic]), wv, a1)
+                                    a2 = vfma(vsplat(xf[xi + np.uint64(2) * st + ic]), wv, a2)
+                                    a3 = vfma(vsplat(xf[xi + np.uint64(3) * st + ic]), wv, a3)
+                                    a4 = vfma(vsplat(xf[xi + np.uint64(4) * st + ic]), wv, a4)
+                                    a5 = vfma(vsplat(xf[xi + np.uint64(5) * st + ic]), wv, a5)
+                                    a6 = vfma(vsplat(xf[xi + np.uint64(6) * st + ic]), wv, a6)
+                                    a7 = vfma(vsplat(xf[xi + np.uint64(7) * st + ic]), wv, a7)
+                            else:  # the tile straddles the left/right border
+                                for ic in range(B):
+                                    wv = vload(wf, wb + ic * B)
+                                    a0 = vfma(vsplat(_x_or_zero(xf, row, iw, w, ic)), wv, a0)
+                                    a1 = vfma(vsplat(_x_or_zero(xf, row, iw + sw, w, ic)), wv, a1)
+                                    a2 = vfma(vsplat(_x_or_zero(xf, row, iw + 2 * sw, w, ic)), wv,
+                                              a2)
+                                    a3 = vfma(vsplat(_x_or_zero(xf, row, iw + 3 * sw, w, ic)), wv,
+                                              a3)
+                                    a4 = vfma(vsplat(_x_or_zero(xf, row, iw + 4 * sw, w, ic)), wv,
+                                              a4)
+                                    a5 = vfma(vsplat(_x_or_zero(xf, row, iw + 5 * sw, w, ic)), wv,
+                                              a5)
+                                    a6 = vfma(vsplat(_x_or_zero(xf, row, iw + 6 * sw, w, ic)), wv,
+                                              a6)
+                                    a7 = vfma(vsplat(_x_or_zero(xf, row, iw + 7 * sw, w, ic)), wv,
+                                              a7)
+                o = obase + ow * B
+                _finish(a0, of, o, rf, has_res, act, alpha)
+                _finish(a1, of, o + B, rf, has_res, act, alpha)
+                _finish(a2, of, o + 2 * B, rf, has_res, act, alpha)
+                _finish(a3, of, o + 3 * B, rf, has_res, act, alpha)
+                _finish(a4, of, o + 4 * B, rf, has_res, act, alpha)
+                _finish(a5, of, o + 5 * B, rf, has_res, act, alpha)
+                _finish(a6, of, o + 6 * B, rf, has_res, act, alpha)
+                _finish(a7, of, o + 7 * B, rf, has_res, act, alpha)
+                ow += 8
         while ow + 4 <= ow_n:  # a 4-pixel tile for narrow rows and the row's tail
             a0 = a1 = a2 = a3 = bvec
             for cb in range(cb_n):
@@ -239,8 +241,8 @@ def _depthwise(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, p
                     alpha)
 
 
-_dense_par = numba.njit(cache=True, parallel=True)(_dense)
-_depthwise_par = numba.njit(cache=True, parallel=True)(_depthwise)
+_dense_par = numba.njit(cache=True, parallel=PARALLEL)(_dense)
+_depthwise_par = numba.njit(cache=True, parallel=PARALLEL)(_depthwise)
 
 
 def pack_dense(w: np.ndarray) -> np.ndarray:

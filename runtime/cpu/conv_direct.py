@@ -20,6 +20,7 @@ import numpy as np
 from numba import prange
 
 from .activation import act_inplace
+from .jit import PARALLEL
 from .simd import LANES, vfma, vload, vsplat, vstore
 
 OCB = 4  # output channels per register tile (4 x 16 floats: 8 ymm registers on AVX2)
@@ -124,7 +125,7 @@ def _block(xp, w2, out, t, yb, wp, lr, kh, kw, bias, has_bias, res, has_res, cod
             act_inplace(row, code, alpha)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def conv_direct(x, w2, out, xp, kh, kw, pt, pl, wp, lr, bias, has_bias, res, has_res,
                 code, alpha):
     """out = act(conv(x, w) + bias + res). w2: the weight as (O, C*kh*kw); xp: the
@@ -221,7 +222,7 @@ def _grad_weight_block(xp, gyp, gw2, t, kh, kw, wp, lr, buf):
                 gw2[o3, tap] = _hsum(a3, buf)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def grad_weight_direct(x, gy, gw2, xp, gyp, kh, kw, pt, pl, wp, lr):
     """gw2 (O, C*kh*kw) = dL/dW of a stride-1 conv from its input x and dL/dy gy; xp and
     gyp: zeroed scratch (N, C, lp) and (N, O, lr) whose interiors are written here."""

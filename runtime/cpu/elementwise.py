@@ -17,6 +17,7 @@ from numba import prange
 
 from ..registry import register_kernel
 from .activation import act_code, apply_act
+from .jit import PARALLEL
 
 PARALLEL_MIN = 1 << 16  # below this many elements a prange region costs more than it saves
 # sigmoid/tanh cost 3-12 ns per element (scalar libm exp/tanh): 8k elements take 25-100 us
@@ -37,7 +38,7 @@ def _act_serial(x, out, code, alpha):
         out[i] = apply_act(x[i], code, alpha)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _act_parallel(x, out, code, alpha):
     for i in prange(x.size):
         out[i] = apply_act(x[i], code, alpha)
@@ -51,7 +52,7 @@ def _add2_serial(a, b, out, code, alpha):
         out[i] = apply_act(a[i] + b[i], code, alpha)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _add2_parallel(a, b, out, code, alpha):
     for i in prange(out.size):
         out[i] = apply_act(a[i] + b[i], code, alpha)
@@ -93,7 +94,7 @@ def _addn_serial(xs, out, code, alpha, scratch):
     _sum_span(xs, out, code, alpha, scratch[0], 0, out.size)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _addn_parallel(xs, out, code, alpha, scratch):
     spans = scratch.shape[0]  # one contiguous span, and one scratch row, per task
     per = (out.size + spans - 1) // spans
@@ -104,7 +105,7 @@ def _addn_parallel(xs, out, code, alpha, scratch):
 
 # ---------------------------------------------------------------- copy
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _copy_parallel(x, out):
     for i in prange(out.size):
         out[i] = x[i]

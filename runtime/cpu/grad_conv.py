@@ -19,6 +19,7 @@ from ..registry import register_kernel
 from . import conv_direct
 from .conv import (_gather_images, _im2col_group, _scatter_epilogue, _valid_range,
                    images_per_gemm)
+from .jit import PARALLEL
 
 _NO_BIAS, _NO_RES = np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
 _NO_RES4 = np.zeros((1, 1, 1, 1), np.float32)
@@ -31,7 +32,7 @@ def _conv_attrs(attrs: Mapping) -> tuple:
     return kh, kw, sh, sw, pt, pl, pb, pr, dh, dw, int(a["groups"])
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _col2im_group(col, gx, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     # col (C*kh*kw, k*OH*OW) of images i0..i0+k (image j in columns [j*P, (j+1)*P))
     # -> gx (N, C, H, W), summing every tap that reads an input; one call per GEMM
@@ -53,7 +54,7 @@ def _col2im_group(col, gx, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
                         gx[n, c, y, j * sw - pl + b * dw] += col[r, base + i * ow + j]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _grad_input_direct(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
     n_img, c_in, h, wd = gx.shape
     o_n, cg, kh, kw = w.shape
@@ -78,7 +79,7 @@ def _grad_input_direct(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
         gx[n, ci] = acc
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _grad_weight_direct(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
     n_img, c_in, h, wd = x.shape
     o_n, cg, kh, kw = gw.shape
@@ -204,7 +205,7 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     return run
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _channel_sum(g, out):
     # g: (N, C, P) -> out[c] = sum over N and P (float64 accumulation)
     n, c_n, p = g.shape

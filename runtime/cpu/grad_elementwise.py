@@ -16,9 +16,10 @@ from numba import prange
 
 from ..registry import register_kernel
 from .activation import act_code, act_grad
+from .jit import PARALLEL
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _act_grad(gy, s, gx, code, alpha):
     # s: the saved output y (relu, sigmoid, tanh) or input x (leaky_relu)
     for i in prange(gy.size):
@@ -42,7 +43,7 @@ def _splitmix64(z):
     return z ^ (z >> np.uint64(31))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _dropout_train(x, y, mask, p, seed, step, first):
     scale = np.float32(0.0) if p >= 1.0 else np.float32(1.0 / (1.0 - p))
     key = _splitmix64(np.uint64(seed) ^ _splitmix64(np.uint64(step)))
@@ -70,7 +71,7 @@ def bind_dropout_train(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], at
     return lambda: _dropout_train(x, y, mask, p, seed, int(hyper[1]), 0)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _mul(a, b, out):
     for i in prange(a.size):
         out[i] = a[i] * b[i]

@@ -16,6 +16,7 @@ from numba import prange
 
 from ..registry import register_kernel
 from .activation import act_code, act_grad, apply_act
+from .jit import PARALLEL
 
 
 def _by_channel(a: np.ndarray) -> np.ndarray:
@@ -40,7 +41,7 @@ def channel_moments(x, c):
     return mean, v
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _bn_train(x, y, gamma, beta, rmean, rvar, mean_out, invstd_out, eps, momentum, code,
               alpha):
     n, c_n, p = x.shape
@@ -120,7 +121,7 @@ def channel_grad_input(gy, x, s, gx, c, mu, inv, gamma_c, sg, sgx, m, code, alph
             gx[i, c, k] = k1 * (m * g - sg - xh * xh_g)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _bn_grad(gy, x, gamma, mean, invstd, gx, ggamma, gbeta, s, code, alpha):
     n, c_n, p = x.shape
     m = n * p
@@ -152,7 +153,7 @@ def bind_batch_norm_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     return lambda: _bn_grad(g3, x3, gamma, mean, invstd, gx3, ggamma, gbeta, s3, code, alpha)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _lrn_grad(gy, x, gx, size, alpha, beta, k):
     # y_c = x_c * s_c^-beta with s_c = k + alpha/size * sum_{c' in W(c)} x_c'^2 and
     # W(c) = [c - size//2, c + (size-1)//2]; channel j is in W(c) for c in [j-hi, j+lo].
@@ -188,7 +189,7 @@ def bind_lrn_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: 
     return lambda: _lrn_grad(g3, x3, gx3, size, alpha, beta, k)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _softmax_grad(gy, y, gx):
     n, c_n, hw = y.shape
     for t in prange(n * hw):
@@ -207,7 +208,7 @@ def bind_softmax_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
     return lambda: _softmax_grad(g3, y3, gx3)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _sce(z, labels, prob, losses):
     n, k = z.shape
     for i in prange(n):
@@ -243,7 +244,7 @@ def bind_softmax_cross_entropy(ins: Sequence[np.ndarray], outs: Sequence[np.ndar
     return run
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _sce_grad(prob, labels, gz):
     n, k = prob.shape
     inv = 1.0 / n

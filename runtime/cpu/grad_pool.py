@@ -17,10 +17,11 @@ from numba import prange
 
 from ..registry import register_kernel
 from .elementwise import PARALLEL_MIN
+from .jit import PARALLEL
 from .pool import _planes, tiles_2x2
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _max_pool_grad(gy, x, gx, kh, kw, sh, sw, pt, pl, dh, dw):
     p, h, w = x.shape
     _, oh, ow = gy.shape
@@ -83,7 +84,7 @@ def _max_pool_grad_2x2_plane(gy, x, gx, q):
         gx[q, i] = 0.0
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _max_pool_grad_2x2(gy, x, gx):
     for q in prange(x.shape[0]):
         _max_pool_grad_2x2_plane(gy, x, gx, q)
@@ -107,7 +108,7 @@ def bind_max_pool_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], at
     return lambda: _max_pool_grad(gy, x, gx, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _avg_pool_grad(gy, gx, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad):
     p, h, w = gx.shape
     _, oh, ow = gy.shape
@@ -139,7 +140,7 @@ def bind_avg_pool_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], at
     return lambda: _avg_pool_grad(gy, gx, kh, kw, sh, sw, pt, pl, pb, pr, cip)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _lp_pool_grad(gy, x, y_out, gx, kh, kw, sh, sw, p_norm):
     # y = (scale * sum x^p)^(1/p), scale = kh*kw / window count (partial ceil_mode
     # windows); dy/dx = scale * x^(p-1) * y^(1-p)
@@ -171,7 +172,7 @@ def bind_lp_pool_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
     return lambda: _lp_pool_grad(gy, x, y, gx, kh, kw, sh, sw, float(a["norm_type"]))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _global_avg_grad(gy, gx):
     p, hw = gx.shape
     for q in prange(p):

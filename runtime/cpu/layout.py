@@ -8,12 +8,13 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from .jit import PARALLEL
 from .nhwc import bind_max_pool_channels_last
 
 B = 16
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _to_blocked(x, out):
     n_img, c, h, w = x.shape
     cb_n = out.shape[1]
@@ -31,7 +32,7 @@ def _to_blocked(x, out):
                         out[n, cb, i, j, k] = 0.0
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _from_blocked(x, out):
     n_img, c, h, w = out.shape
     for t in prange(n_img * c):

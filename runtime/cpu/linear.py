@@ -16,6 +16,7 @@ from numba import prange
 from ..registry import register_kernel
 from .activation import act_code, apply_act
 from .elementwise import use_parallel
+from .jit import PARALLEL
 
 CONCAT_PARALLEL_MIN = 1 << 17  # 2 threads copied 8x64x16x16 -> 262k floats 1.4x faster
 COPY_CHUNK = 1 << 13  # parallel concat: smallest piece of a row given to one task (32 KiB)
@@ -49,7 +50,7 @@ def _epilogue_serial(out, bias, res, has_res, code, alpha):
             _row_bias(out[i], bias, code, alpha)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def epilogue_rows(out, bias, res, has_res, code, alpha):
     """out[i] = act(out[i] + bias (+ res[i])) for every row, rows in parallel: a Linear's
     epilogue, and an NHWC conv's (its output rows are pixels x channels too)."""
@@ -150,7 +151,7 @@ def _concat_serial(srcs, offs, sizes, out, inner_out, width, nchunk, ntasks):
         _concat_task(srcs, offs, sizes, out, inner_out, width, nchunk, t)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _concat_parallel(srcs, offs, sizes, out, inner_out, width, nchunk, ntasks):
     for t in prange(ntasks):
         _concat_task(srcs, offs, sizes, out, inner_out, width, nchunk, t)

@@ -19,6 +19,7 @@ from ..registry import register_kernel
 from .activation import act_code, apply_act
 from .conv import CHUNK_FLOATS
 from .elementwise import PARALLEL_MIN, bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
+from .jit import PARALLEL
 from .linear import _readonly, bind_concat, epilogue_rows
 from .norm import bn_scale_shift
 from .simd import fmax_nan
@@ -43,7 +44,7 @@ def bind_layout_transform_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndar
     raise ValueError(f"layout_transform: no conversion from {src} to {dst}")
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _im2col_nhwc(x, col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     # x: (k, H, W, C) -> col: (k*OH*OW, kh*kw*C), taps outside the input are zero
     n_img, h, w, c = x.shape
@@ -65,7 +66,7 @@ def _im2col_nhwc(x, col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
                             col[row, base + q] = x[n, y, z, q]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _conv_direct_nhwc(x, w, out, bias, has_bias, res, has_res, code, alpha,
                       sh, sw, pt, pl, dh, dw, groups):
     # grouped and depthwise: w (O, C/groups, kh, kw); inner loop over contiguous channels
@@ -161,7 +162,7 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
     return run
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _bn_nhwc(x, out, scale, shift, code, alpha):
     rows, c = x.shape
     for r in prange(rows):
@@ -208,7 +209,7 @@ def _max_pool_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw):
                     o[q] = fmax_nan(v[q], o[q])
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _max_pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
     for t in prange(out.shape[0] * out.shape[1]):
         _max_pool_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
@@ -228,7 +229,7 @@ def bind_max_pool_channels_last(x: np.ndarray, out: np.ndarray, attrs: Mapping):
     return lambda: fn(x, out, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _avg_pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad):
     n_img, h, w, c = x.shape
     _, oh, ow, _ = out.shape

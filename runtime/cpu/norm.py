@@ -10,11 +10,12 @@ from numba import prange
 
 from ..registry import register_kernel
 from .activation import act_code, apply_act
+from .jit import PARALLEL
 
 PARALLEL_MIN = 1 << 15
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _bn_apply(x, out, scale, shift, code, alpha):
     # x, out: (N, C, HW); per-channel y = x * scale + shift, then the activation
     n, c, hw = x.shape
@@ -63,7 +64,7 @@ def bind_batch_norm(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs
     return run
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _lrn(x, out, size, alpha, beta, k):
     # b_c = a_c / (k + alpha/size * sum_{c'=c-size//2}^{c+(size-1)//2} a_c'^2)^beta
     n, c, hw = x.shape
@@ -98,7 +99,7 @@ def bind_lrn(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mappi
     return lambda: _lrn(x3, o3, size, alpha, beta, k)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _softmax(x, out):
     # softmax over axis 1 of (N, C, HW), at every (n, pixel)
     n, c, hw = x.shape
@@ -129,7 +130,7 @@ def bind_softmax(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: M
     return lambda: _softmax(x3, o3)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _bn_blocked(x, out, scale, shift, code, alpha):
     # x, out: (N, Cb, HW, 16); scale/shift: (Cb, 16), zero in the padding channels
     n, cb_n, hw, b = x.shape

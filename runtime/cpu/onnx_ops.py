@@ -17,6 +17,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from .jit import PARALLEL
 
 Run = Callable[[], None]
 PARALLEL_MIN = 1 << 15
@@ -136,7 +137,7 @@ def _log_softmax_serial(x, out):
             _log_softmax_row(x, out, i, p)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _log_softmax_parallel(x, out):
     n, _, hw = x.shape
     for t in prange(n * hw):

@@ -15,6 +15,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from .jit import PARALLEL
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -23,7 +24,7 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _sgd(p, g, buf, has_buf, lr, mu, damp, wd, nesterov, first):
     for i in prange(p.size):
         d = g[i] + wd * p[i]
@@ -45,7 +46,7 @@ def bind_sgd_update(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs
     return lambda: _sgd(p, g, buf, has_buf, hyper[0], mu, damp, wd, nesterov, hyper[1] <= 1)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _adam(p, g, m, v, lr, b1, b2, eps, wd, step):
     bc1 = 1.0 - b1 ** step
     bc2 = 1.0 - b2 ** step
@@ -69,7 +70,7 @@ def bind_adam_update(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
     return lambda: _adam(p, g, m, v, hyper[0], b1, b2, eps, wd, hyper[1])
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _adagrad(p, g, s, lr, eps, wd, lr_decay, step):
     clr = lr / (1.0 + (step - 1.0) * lr_decay)
     for i in prange(p.size):

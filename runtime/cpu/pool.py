@@ -15,6 +15,7 @@ from numba import prange
 
 from ..registry import register_kernel
 from .elementwise import PARALLEL_MIN
+from .jit import PARALLEL
 from .simd import fmax_nan
 
 
@@ -92,7 +93,7 @@ def _max_pool_any(x, out, q, fast, kh, kw, sh, sw, pt, pl, dh, dw):
         _max_pool_plane(x, out, q, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _max_pool(x, out, fast, kh, kw, sh, sw, pt, pl, dh, dw):
     for q in prange(x.shape[0]):
         _max_pool_any(x, out, q, fast, kh, kw, sh, sw, pt, pl, dh, dw)
@@ -104,7 +105,7 @@ def _max_pool_serial(x, out, fast, kh, kw, sh, sw, pt, pl, dh, dw):
         _max_pool_any(x, out, q, fast, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _avg_pool(x, out, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad):
     p, h, w = x.shape
     _, oh, ow = out.shape
@@ -126,7 +127,7 @@ def _avg_pool(x, out, kh, kw, sh, sw, pt, pl, pb, pr, count_include_pad):
                 out[q, i, j] = s / np.float32(div)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _lp_pool(x, out, kh, kw, sh, sw, p_norm, inv_p, square):
     # PyTorch: avg_pool(x**p) * kh*kw, then **(1/p); a partial (ceil_mode) window is
     # averaged over its in-bounds elements before that scaling, so we do the same.
@@ -176,7 +177,7 @@ def bind_lp_pool(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: M
     return lambda: _lp_pool(x, out, kh, kw, sh, sw, np.float32(p), np.float32(1.0 / p), square)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=PARALLEL)
 def _global_avg(x, out):
     p, hw = x.shape
     inv = np.float32(1.0) / np.float32(hw)
