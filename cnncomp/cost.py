@@ -9,6 +9,13 @@ data (``calibration_batch`` images) and timed (best of a few runs). Results are 
 the thread count, the kernels' source and the layer's shape, and kept in a JSON file,
 so each layer shape is measured once per machine; a new process reads them back.
 
+A cold start compiles every candidate layout's kernels before timing them (most of a
+first ``compile``: ~30 s for ResNet-18, Numba's parallel kernels take 3-11 s each). Numba
+compiles on one core, so ``measure`` splits that work: a helper process compiles the
+kernels of one layout into Numba's on-disk cache while this one compiles the others; the
+timing runs afterwards, on an otherwise idle machine, and loads the helper's kernels from
+the cache. ``CNNCOMP_COMPILE_PROCESSES=1`` keeps it all in this process.
+
 ``CNNCOMP_LAYOUT_COST=model`` switches measurement off (the analytic model in
 ``select_layout`` is used); ``CNNCOMP_CACHE_DIR`` moves the file (default: beside Numba's
 cache when ``NUMBA_CACHE_DIR`` is set, else ``~/.cache/cnncomp``).
@@ -33,6 +40,7 @@ import numpy as np
 WORK_FLOPS = 1e9
 MAX_BATCH = 32
 RUNS = 3           # timed calls after a warm-up; the best is kept (noise only adds time)
+HELPER_TIMEOUT_S = 600  # the compile helper is killed after this (its work is optional)
 VERSION = 2
 _KERNEL_SOURCES = ("conv.py", "conv_direct.py", "conv_blocked.py", "nhwc.py", "simd.py",
                    "activation.py")
@@ -134,8 +142,10 @@ def calibration_batch(w_shape: Sequence[int], out_shape: Sequence[int]) -> int:
     return max(1, min(MAX_BATCH, math.ceil(WORK_FLOPS / max(flops, 1.0))))
 
 
-def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
-               out_shape: Sequence[int], attrs: Mapping[str, Any], target: str) -> float:
+def _bind_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
+               out_shape: Sequence[int], attrs: Mapping[str, Any], target: str):
+    """The registered kernel of ``layout`` bound to random data of ``calibration_batch``
+    images; returns (run, images)."""
     from runtime.registry import get_kernel
     from .passes.select_layout import physical_shape
     r = np.random.default_rng(0)
@@ -148,6 +158,12 @@ def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
     out = np.empty(physical_shape(os_, layout), np.float32)
     run = get_kernel("conv2d", target, layout)(
         [x, wt, b], [out], dict(attrs, bias=True, activation="none", residual=False))
+    return run, batch
+
+
+def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
+               out_shape: Sequence[int], attrs: Mapping[str, Any], target: str) -> float:
+    run, batch = _bind_conv(layout, x_shape, w_shape, out_shape, attrs, target)
     run()  # compiles (or loads from Numba's cache) and warms the caches
     best = float("inf")
     for _ in range(RUNS):
@@ -155,6 +171,72 @@ def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
         run()
         best = min(best, time.perf_counter() - t)
     return best / batch
+
+
+def _compile(specs: Sequence["ConvSpec"], target: str, desc: Optional[str] = None) -> None:
+    """Bind and run each spec's kernel once: Numba compiles it (and, with cache=True,
+    writes it to its on-disk cache). Specs without a kernel are skipped here."""
+    from tqdm.auto import tqdm
+    for spec in tqdm(specs, desc=desc, unit="conv", disable=None if desc else True,
+                     leave=False):
+        try:
+            _bind_conv(*spec, target)[0]()
+        except (LookupError, NotImplementedError, ValueError):
+            pass  # measure() records it as unavailable
+
+
+def compile_processes() -> int:
+    """How many processes compile kernels before timing (CNNCOMP_COMPILE_PROCESSES)."""
+    raw = os.environ.get("CNNCOMP_COMPILE_PROCESSES", "2").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValueError(f"CNNCOMP_COMPILE_PROCESSES={raw!r}: use 1 (compile in this "
+                         "process only) or 2 (a helper process compiles one layout's "
+                         "kernels alongside)")
+    return min(int(raw), 2)
+
+
+def _helper_main() -> None:
+    """Entry point of the helper process: compile the pickled specs read from stdin."""
+    import pickle
+    import sys
+    import runtime  # noqa: F401  (first: OpenBLAS's thread policy, as in the parent)
+    specs, target = pickle.load(sys.stdin.buffer)
+    _compile(specs, target)
+
+
+def _compile_in_two_processes(specs: Sequence["ConvSpec"], target: str) -> None:
+    """Compile the kernels ``specs`` need, the first layout's in a helper process and the
+    rest here, so both cores compile; returns when both are done. The helper only fills
+    Numba's disk cache: if it fails, the timing loop compiles what is missing."""
+    import pickle
+    import subprocess
+    import sys
+    first = specs[0][0]
+    theirs = [s for s in specs if s[0] == first]
+    ours = [s for s in specs if s[0] != first]
+    root = str(Path(__file__).resolve().parent.parent)  # holds cnncomp/ and runtime/
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    try:
+        helper = subprocess.Popen(
+            [sys.executable, "-c", "from cnncomp.cost import _helper_main; _helper_main()"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=env)
+    except OSError:
+        return  # no second process here: the timing loop compiles everything
+    try:
+        helper.stdin.write(pickle.dumps((theirs, target)))
+        helper.stdin.close()
+    except OSError:
+        pass  # the helper died at start: same as above
+    try:
+        _compile(ours, target, desc=f"compiling conv kernels ({first} in a helper process)")
+    finally:
+        try:
+            helper.wait(timeout=HELPER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            helper.kill()
+            helper.wait()
 
 
 ConvSpec = tuple  # (layout, x_shape, w_shape, out_shape, attrs): one conv in one layout
@@ -191,6 +273,8 @@ def measure(specs: Sequence[ConvSpec], target: str = "cpu") -> None:
     todo = {k: s for k, s in zip(_keys(specs, target), specs) if k not in _memory}
     if not todo:
         return
+    if target == "cpu" and compile_processes() > 1 and len({s[0] for s in todo.values()}) > 1:
+        _compile_in_two_processes(list(todo.values()), target)
     for key, (layout, xs, ws, outs, attrs) in tqdm(
             todo.items(), desc="measuring conv kernels per layout", unit="conv",
             disable=None if len(todo) > 3 else True, leave=False):

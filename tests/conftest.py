@@ -19,6 +19,9 @@ os.environ.setdefault("CNNCOMP_VERIFY", "1")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # measured conv costs (select_layout) go to a scratch folder, not the user's ~/.cache
 os.environ.setdefault("CNNCOMP_CACHE_DIR", tempfile.mkdtemp(prefix="cnncomp-test-cache-"))
+# no compile helper process per compile: xdist already keeps both cores busy, and many tests
+# time layouts in a fresh cost cache (tests/cnncomp/test_cost.py covers the helper)
+os.environ.setdefault("CNNCOMP_COMPILE_PROCESSES", "1")
 
 
 def pytest_addoption(parser):

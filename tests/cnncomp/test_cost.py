@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -99,3 +104,60 @@ def test_timings_of_older_kernel_sources_are_dropped_other_cpus_kept(cache):
     cnncomp.compile(net())
     costs = json.loads(cache.read_text())["costs"]
     assert stale not in costs and costs[other] == 2.0 and len(costs) == 7
+
+
+# ------------------------------------------------- compiling in a helper process (cold start)
+
+def specs_of(layouts):
+    attrs = dict(kernel_size=(3, 3), stride=(1, 1), padding=(1,) * 4, dilation=(1, 1),
+                 groups=1)
+    return [(lay, (1, 16, 6, 6), (16, 16, 3, 3), (1, 16, 6, 6), attrs) for lay in layouts]
+
+
+def test_measure_compiles_the_first_layout_in_a_helper_and_the_rest_here(cache, monkeypatch):
+    monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "2")
+    compiled_here, helpers = [], []
+    real_popen = subprocess.Popen
+
+    def popen(cmd, **kw):
+        helpers.append(cmd)
+        return real_popen(cmd, **kw)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(cost, "_compile",
+                        lambda specs, target, desc=None: compiled_here.extend(specs))
+    specs = specs_of(["NCHW", "NCHW16c", "NHWC"])
+    cost.measure(specs)
+    assert len(helpers) == 1
+    assert [s[0] for s in compiled_here] == ["NCHW16c", "NHWC"]
+    assert all(cost.conv_seconds(*s) > 0 for s in specs)  # then every layout was timed
+
+
+def test_the_helper_entry_point_compiles_pickled_specs(tmp_path):
+    """What the helper runs, in a fresh interpreter: it must import from any directory."""
+    specs = specs_of(["NHWC"])
+    p = subprocess.run([sys.executable, "-c",
+                        "from cnncomp.cost import _helper_main; _helper_main()"],
+                       input=pickle.dumps((specs, "cpu")), capture_output=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(Path(cost.__file__).parents[1])},
+                       timeout=600)
+    assert p.returncode == 0, p.stderr.decode()[-2000:]
+
+
+@pytest.mark.parametrize("broken", ["missing", "exits at once"])
+def test_a_helper_that_cannot_start_or_dies_only_costs_time(cache, monkeypatch, tmp_path,
+                                                            broken):
+    monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "2")
+    exe = tmp_path / "no-such-python" if broken == "missing" else "/bin/false"
+    monkeypatch.setattr(sys, "executable", str(exe))
+    specs = specs_of(["NCHW", "NHWC"])
+    cost.measure(specs)
+    assert all(cost.conv_seconds(*s) > 0 for s in specs)
+
+
+def test_one_compile_process_starts_no_helper(cache, monkeypatch):
+    monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "1")
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("helper started"))
+    cost.measure(specs_of(["NCHW", "NHWC"]))
+    monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "many")
+    with pytest.raises(ValueError, match="CNNCOMP_COMPILE_PROCESSES='many'.*use 1.*or 2"):
+        cost.compile_processes()
