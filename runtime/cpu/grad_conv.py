@@ -35,23 +35,32 @@ def _conv_attrs(attrs: Mapping) -> tuple:
 @numba.njit(cache=True, parallel=PARALLEL)
 def _col2im_group(col, gx, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     # col (C*kh*kw, k*OH*OW) of images i0..i0+k (image j in columns [j*P, (j+1)*P))
-    # -> gx (N, C, H, W), summing every tap that reads an input; one call per GEMM
+    # -> gx (N, C, H, W), summing every tap that reads an input; one call per GEMM. Flat
+    # arrays and unsigned offsets, as in conv._im2col_group (the runs then vectorize).
     c_in, h, w = gx.shape[1], gx.shape[2], gx.shape[3]
     p = oh * ow
+    gf, cf = gx.reshape(-1), col.reshape(-1)
+    ld = col.shape[1]
     for t in prange(c_in * k):
         c = t // k
-        n = i0 + t % k
         base = (t % k) * p
-        gx[n, c] = 0.0
+        g0 = ((i0 + t % k) * c_in + c) * h * w
+        for q in range(h * w):
+            gf[np.uint64(g0 + q)] = 0.0
         for a in range(kh):
             i_lo, i_hi = _valid_range(oh, h, sh, pt, a * dh)
             for b in range(kw):
                 j0, j1 = _valid_range(ow, w, sw, pl, b * dw)
-                r = (c * kh + a) * kw + b
+                r0 = ((c * kh + a) * kw + b) * ld + base
                 for i in range(i_lo, i_hi):
-                    y = i * sh - pt + a * dh
-                    for j in range(j0, j1):
-                        gx[n, c, y, j * sw - pl + b * dw] += col[r, base + i * ow + j]
+                    s = np.uint64(r0 + i * ow + j0)
+                    d = np.uint64(g0 + (i * sh - pt + a * dh) * w + j0 * sw - pl + b * dw)
+                    if sw == 1:
+                        for q in range(j1 - j0):
+                            gf[d + np.uint64(q)] += cf[s + np.uint64(q)]
+                    else:
+                        for q in range(j1 - j0):
+                            gf[d + np.uint64(q * sw)] += cf[s + np.uint64(q)]
 
 
 @numba.njit(cache=True, parallel=PARALLEL)
