@@ -40,6 +40,9 @@ def blocked_case(n, c, h, w, o, k, s=1, p=0, d=1, g=1, act="relu", res=False, bi
     dict(n=1, c=40, h=8, w=8, o=16, k=3, s=2, p=1, res=True, act="none"),
     dict(n=2, c=17, h=10, w=13, o=33, k=5, p=2, d=2, act="tanh"),
     dict(n=3, c=64, h=7, w=7, o=64, k=1, act="leaky_relu", bias=False),
+    dict(n=2, c=32, h=2, w=2, o=20, k=1, res=True),     # pointwise on 2x2: one 4-pixel tile
+    dict(n=1, c=17, h=3, w=5, o=33, k=1, res=True, act="tanh"),  # 15 px: 3 tiles + 3
+    dict(n=2, c=32, h=5, w=5, o=16, k=1, s=2),           # strided 1x1: rows, not flattened
     dict(n=2, c=16, h=4, w=4, o=32, k=3, p=1),            # 4-pixel tile only
     dict(n=2, c=16, h=6, w=21, o=16, k=3, p=1, res=True),  # 8 + 8 + 4 + 1 pixels per row
     dict(n=1, c=3, h=32, w=32, o=64, k=7, s=2, p=3),      # ResNet stem
