@@ -36,6 +36,8 @@ def test_layout_transform_round_trips_exactly():
     dict(n=2, c=4, h=9, w=8, o=6, k=3, s=(2, 3), p=(0, 1, 2, 1), d=(2, 1)),
     dict(n=2, c=4, h=7, w=6, o=6, k=3, g=2, p=(1, 1, 1, 1)),
     dict(n=3, c=5, h=8, w=7, o=5, k=3, g=5, s=2, p=(1, 1, 1, 1)),
+    dict(n=1, c=32, h=2, w=2, o=48, k=3, p=(1, 1, 1, 1)),  # 4 rows: the small-M GEMM
+    dict(n=3, c=40, h=3, w=3, o=16, k=3, s=2),              # 3 images of 1 pixel: M = 3
 ])
 @pytest.mark.parametrize("epilogue", ["none", "bias+relu", "bias+residual+leaky"])
 def test_conv2d_nhwc(case, epilogue):
@@ -67,6 +69,17 @@ def test_images_per_gemm_nhwc_splits_the_batch_evenly(n, k, pixels, expect):
 def test_images_per_gemm_nhwc_keeps_scratch_within_chunk_floats(monkeypatch):
     monkeypatch.setattr(nhwc_kernels, "CHUNK_FLOATS", 3 * 9 * 16)
     assert nhwc_kernels.images_per_gemm_nhwc(32, 9, 16) == 3  # 11 steps of <= 3 images
+
+
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 16])
+@pytest.mark.parametrize("k", [1, 255, 256, 600])
+def test_gemm_small_m_against_float64(m, k):
+    r = rng(m * 1000 + k)
+    a = r.standard_normal((m, k)).astype(np.float32)
+    b = r.standard_normal((k, 48)).astype(np.float32)
+    c = np.full((m, 48), np.nan, np.float32)
+    nhwc_kernels._gemm_small_m(a, nhwc_kernels.pack_strips(b), c)
+    assert rel_err(c, a.astype(np.float64) @ b.astype(np.float64)) < 1e-5
 
 
 def check_conv2d_nhwc(case, epilogue):
