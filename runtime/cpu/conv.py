@@ -66,26 +66,26 @@ def _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
             i_lo, i_hi = _valid_range(oh, h, sh, pt, a * dh)
             for b in range(kw):
                 j0, j1 = _valid_range(ow, w, sw, pl, b * dw)
-                d0 = np.uint64(((c * kh + a) * kw + b) * ld + base)
-                for q in range(i_lo * ow):  # output rows whose tap is above the image
-                    cf[d0 + np.uint64(q)] = 0.0
-                for i in range(i_lo, i_hi):
-                    d = d0 + np.uint64(i * ow)
-                    for j in range(j0):
+                d0 = ((c * kh + a) * kw + b) * ld + base
+                for i in range(oh):
+                    d = np.uint64(d0 + i * ow)
+                    # columns [lo, hi) read the input, the rest are zero padding (all of
+                    # them in rows whose tap is above or below the image)
+                    lo, hi = (j0, j1) if i_lo <= i < i_hi else (ow, ow)
+                    for j in range(lo):
                         cf[d + np.uint64(j)] = 0.0
-                    # input index of output column j0 (>= 0: j0 is the first valid one)
-                    s = np.uint64(src + (i * sh - pt + a * dh) * w + j0 * sw - pl + b * dw)
-                    dj = d + np.uint64(j0)
-                    if sw == 1:  # a contiguous run: a vectorized copy
-                        for q in range(j1 - j0):
-                            cf[dj + np.uint64(q)] = xf[s + np.uint64(q)]
-                    else:
-                        for q in range(j1 - j0):
-                            cf[dj + np.uint64(q)] = xf[s + np.uint64(q * sw)]
-                    for j in range(j1, ow):
+                    if lo < hi:
+                        # input index of output column lo (>= 0: lo is the first valid one)
+                        s = np.uint64(src + (i * sh - pt + a * dh) * w + lo * sw - pl + b * dw)
+                        dl = d + np.uint64(lo)
+                        if sw == 1:  # a contiguous run: a vectorized copy
+                            for q in range(hi - lo):
+                                cf[dl + np.uint64(q)] = xf[s + np.uint64(q)]
+                        else:
+                            for q in range(hi - lo):
+                                cf[dl + np.uint64(q)] = xf[s + np.uint64(q * sw)]
+                    for j in range(hi, ow):
                         cf[d + np.uint64(j)] = 0.0
-                for q in range(i_hi * ow, p):  # ... and below it
-                    cf[d0 + np.uint64(q)] = 0.0
 
 
 @numba.njit(cache=True, parallel=PARALLEL)
