@@ -143,13 +143,14 @@ def calibration_batch(w_shape: Sequence[int], out_shape: Sequence[int]) -> int:
 
 
 def _bind_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
-               out_shape: Sequence[int], attrs: Mapping[str, Any], target: str):
-    """The registered kernel of ``layout`` bound to random data of ``calibration_batch``
-    images; returns (run, images)."""
+               out_shape: Sequence[int], attrs: Mapping[str, Any], target: str,
+               batch: Optional[int] = None):
+    """The registered kernel of ``layout`` bound to random data of ``batch`` images
+    (default ``calibration_batch``); returns (run, images)."""
     from runtime.registry import get_kernel
     from .passes.select_layout import physical_shape
     r = np.random.default_rng(0)
-    batch = calibration_batch(w_shape, out_shape)
+    batch = batch or calibration_batch(w_shape, out_shape)
     xs = (batch, *x_shape[1:])
     os_ = (batch, *out_shape[1:])
     x = r.standard_normal(physical_shape(xs, layout)).astype(np.float32)
@@ -173,14 +174,19 @@ def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
     return best / batch
 
 
-def _compile(specs: Sequence["ConvSpec"], target: str, desc: Optional[str] = None) -> None:
-    """Bind and run each spec's kernel once: Numba compiles it (and, with cache=True,
-    writes it to its on-disk cache). Specs without a kernel are skipped here."""
+def _compile(specs: Sequence["ConvSpec"], target: str, desc: Optional[str] = None,
+             batch_1: bool = True) -> None:
+    """Bind and run each spec's kernel once at the calibration batch (and at batch 1 with
+    ``batch_1``): Numba compiles them (and, with cache=True, writes them to its on-disk
+    cache). Batch 1 takes other paths in some kernels (small-M GEMMs, serial loops) and is
+    the batch of a usual first call. Specs without a kernel are skipped here."""
     from tqdm.auto import tqdm
     for spec in tqdm(specs, desc=desc, unit="conv", disable=None if desc else True,
                      leave=False):
         try:
             _bind_conv(*spec, target)[0]()
+            if batch_1:
+                _bind_conv(*spec, target, batch=1)[0]()
         except (LookupError, NotImplementedError, ValueError):
             pass  # measure() records it as unavailable
 
@@ -201,13 +207,18 @@ def _helper_main() -> None:
     import sys
     import runtime  # noqa: F401  (first: OpenBLAS's thread policy, as in the parent)
     specs, target = pickle.load(sys.stdin.buffer)
-    _compile(specs, target)
+    _compile(specs, target, batch_1=False)
 
 
 def _compile_in_two_processes(specs: Sequence["ConvSpec"], target: str) -> None:
     """Compile the kernels ``specs`` need, the first layout's in a helper process and the
     rest here, so both cores compile; returns when both are done. The helper only fills
-    Numba's disk cache: if it fails, the timing loop compiles what is missing."""
+    Numba's disk cache: if it fails, the timing loop compiles what is missing.
+
+    Balance, measured on a cold ResNet-18: the helper's NCHW share (direct conv, im2col,
+    scatter) took ~17 s, this process's NCHW16c + NHWC share ~14 s, so this process also
+    warms the batch-1 paths (the NHWC small-M GEMM: +2.3 s on a first call at batch 1);
+    the helper does not (its serial batch-1 kernels made it 25 s)."""
     import pickle
     import subprocess
     import sys
