@@ -24,7 +24,10 @@ from .jit import PARALLEL
 from .simd import LANES, vfma, vload, vsplat, vstore
 
 OCB = 4  # output channels per register tile (4 x 16 floats: 8 ymm registers on AVX2)
-MAX_ROWS = 576  # C*kh*kw at most (64 channels of 3x3): the largest measured to win
+# C*kh*kw at most (32 channels of 3x3). At b32 on 32x32 images: 16 channels 2.69 vs 4.77 ms
+# for im2col + GEMM, 32 channels 11.0 vs 12.9; from 40-48 channels on (360-432 rows) the
+# GEMM was as fast or faster (64 channels: 30.6 vs 33.7 ms, at 56x56 64.6 vs 84.1).
+MAX_ROWS = 288
 GRAD_WEIGHT_MAX_ROWS = 160  # dL/dW: the GEMM (long K = N*OH*OW) wins beyond (64 ch: 1.45x)
 SERIAL_FLOPS = 1 << 22  # below ~4 MFLOP one thread beats a parallel region
 
@@ -32,7 +35,7 @@ SERIAL_FLOPS = 1 << 22  # below ~4 MFLOP one thread beats a parallel region
 def suits(c_in: int, kh: int, kw: int, stride: tuple, dilation: tuple, groups: int) -> bool:
     """Whether this kernel runs the layer instead of im2col + GEMM. Measured here (b32,
     fused bias + relu): LeNet-5's c1 and c2 8 -> 33 and 15 -> 45 GFLOP/s; 3x3 convs with
-    3-64 input channels 1.3-2.1x faster, up to 110 GFLOP/s; equal at 16 -> 128 channels."""
+    3-32 input channels 1.2-1.8x faster (see MAX_ROWS)."""
     return (groups == 1 and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
             and kh * kw > 1 and c_in * kh * kw <= MAX_ROWS)  # 1x1: a GEMM is 1.3-2x faster
 

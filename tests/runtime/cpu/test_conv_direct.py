@@ -26,7 +26,7 @@ def _attrs(o, kh, kw, pads, act="none", res=False, bias=True):
     dict(n=1, c=3, h=6, w=1, o=7, k=(3, 1), p=1),            # width 1, non-square kernel
     dict(n=2, c=2, h=4, w=11, o=3, k=(1, 3)),                # 1-row kernel
     dict(n=2, c=3, h=3, w=3, o=4, k=3),                      # kernel == input: 1x1 output
-    dict(n=4, c=64, h=10, w=9, o=9, k=3, p=1),               # C*kh*kw == MAX_ROWS, parallel
+    dict(n=4, c=32, h=10, w=9, o=9, k=3, p=1),               # C*kh*kw == MAX_ROWS
     dict(n=1, c=16, h=17, w=19, o=30, k=3, p=1, act="relu", res=True),  # parallel at batch 1
 ])
 def test_direct_conv_matches_torch(case):
@@ -91,3 +91,16 @@ def test_direct_conv_inf_at_the_border_stays_in_its_windows():
     np.testing.assert_array_equal(np.isinf(out), np.isinf(ref))
     np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
     assert np.isinf(out).sum() == 3 * 4
+
+
+@pytest.mark.parametrize("c,k,stride,groups,expect", [
+    (32, 3, 1, 1, True),    # 288 rows: the largest the direct kernel takes
+    (33, 3, 1, 1, False),   # beyond: im2col + GEMM was as fast or faster
+    (6, 5, 1, 1, True),     # LeNet-5's c2
+    (16, 1, 1, 1, False),   # 1x1: a plain GEMM
+    (16, 3, 2, 1, False),   # stride 2
+    (16, 3, 1, 2, False),   # grouped
+])
+def test_suits_picks_the_direct_kernel_where_it_was_measured_to_win(c, k, stride, groups,
+                                                                     expect):
+    assert conv_direct.suits(c, k, k, (stride, stride), (1, 1), groups) is expect

@@ -52,7 +52,7 @@ CONV_CASES = [
     dict(n=2, c=3, h=6, w=7, o=5, k=3, p=(0, 1, 2, 0)),               # asymmetric
     dict(n=1, c=2, h=5, w=9, o=3, k=(1, 3), p=(0, 1, 0, 1)),          # 1x3, batch 1
     dict(n=2, c=2, h=5, w=5, o=3, k=2, p=(2, 2, 2, 2)),               # padding > k-1
-    dict(n=2, c=70, h=6, w=5, o=64, k=3, p=(1, 1, 1, 1)),             # O*kh*kw = MAX_ROWS
+    dict(n=2, c=70, h=6, w=5, o=32, k=3, p=(1, 1, 1, 1)),             # O*kh*kw = MAX_ROWS
     dict(n=5, c=17, h=9, w=8, o=9, k=3, p=(1, 0, 0, 1)),              # C*kh*kw = 153, O % 4
     dict(n=16, c=8, h=20, w=19, o=13, k=3, p=(1, 1, 1, 1)),           # parallel dL/dW
 ]
