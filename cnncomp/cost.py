@@ -242,12 +242,15 @@ def _compile_in_two_processes(specs: Sequence["ConvSpec"], target: str) -> None:
         pass  # the helper died at start: same as above
     try:
         _compile(ours, target, desc=f"compiling conv kernels ({first} in a helper process)")
-    finally:
-        try:
-            helper.wait(timeout=HELPER_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            helper.kill()
-            helper.wait()
+    except BaseException:  # Ctrl-C or an error here: the helper's work is moot
+        helper.kill()
+        helper.wait()
+        raise
+    try:
+        helper.wait(timeout=HELPER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        helper.kill()
+        helper.wait()
 
 
 ConvSpec = tuple  # (layout, x_shape, w_shape, out_shape, attrs): one conv in one layout

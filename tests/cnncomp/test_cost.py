@@ -161,3 +161,21 @@ def test_one_compile_process_starts_no_helper(cache, monkeypatch):
     monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "many")
     with pytest.raises(ValueError, match="CNNCOMP_COMPILE_PROCESSES='many'.*use 1.*or 2"):
         cost.compile_processes()
+
+
+def test_an_interrupted_compile_stops_the_helper(cache, monkeypatch):
+    monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "2")
+    helpers = []
+    real_popen = subprocess.Popen
+
+    def popen(cmd, **kw):
+        helpers.append(real_popen(cmd, **kw))
+        return helpers[-1]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(cost, "_compile", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        cost.measure(specs_of(["NCHW", "NHWC"]))
+    assert helpers and helpers[0].poll() is not None  # killed, not waited for
