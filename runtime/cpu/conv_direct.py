@@ -114,6 +114,15 @@ def _block(xp, w2, out, t, yb, wp, lr, kh, kw, bias, has_bias, res, has_res, cod
         vstore(yb[1], p0, a1)
         vstore(yb[2], p0, a2)
         vstore(yb[3], p0, a3)
+    _block_epilogue(out, yb, n, ob, wp, bias, has_bias, res, has_res, code, alpha)
+
+
+@numba.njit(cache=True)
+def _block_epilogue(out, yb, n, ob, wp, bias, has_bias, res, has_res, code, alpha):
+    """A block's rows from the scratch yb (width wp) into out, with bias, residual and
+    activation. A call, not inlined: it runs once per block of OCB channels, and inlined
+    into both conv kernels its activation loops cost ~2 s of their cold compile."""
+    o_n, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     for k in range(min(OCB, o_n - ob)):
         o = ob + k
         bv = bias[o] if has_bias else np.float32(0.0)
