@@ -145,3 +145,10 @@ def test_batch_norm_global_pool_and_concat_nhwc():
     y = r.standard_normal((2, 3, 3, 4)).astype(np.float32)
     cat = run_kernel("concat", [nhwc(x), nhwc(y)], (2, 3, 4, 8), {"axis": 1}, layout="NHWC")
     np.testing.assert_array_equal(nchw(cat), np.concatenate([x, y], axis=1))
+
+
+@pytest.mark.parametrize("shape", [(1, 512, 4, 4), (3, 7, 1, 1), (2, 33, 7, 5), (1, 3, 14, 14)])
+def test_global_avg_pool_nhwc_against_float64(shape):
+    x = rng(4).standard_normal(shape).astype(np.float32)
+    got = run_kernel("global_avg_pool2d", [nhwc(x)], shape[:2], {}, layout="NHWC")
+    assert rel_err(got, x.astype(np.float64).mean(axis=(2, 3))) < TOL
