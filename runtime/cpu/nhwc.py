@@ -45,14 +45,15 @@ def bind_layout_transform_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndar
 
 
 @numba.njit(cache=True, parallel=PARALLEL)
-def _im2col_nhwc(x, col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    # x: (k, H, W, C) -> col: (k*OH*OW, kh*kw*C), taps outside the input are zero
+def _im2col_nhwc(x, col, r0, r1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
+    # output rows r0..r1 of the batch (row r = image r // OH, row r % OH) of x (N, H, W, C)
+    # -> col ((r1-r0)*OW, kh*kw*C); taps outside the input are zero
     n_img, h, w, c = x.shape
-    for r in prange(n_img * oh):
-        n = r // oh
-        i = r % oh
+    for r in prange(r1 - r0):
+        n = (r0 + r) // oh
+        i = (r0 + r) % oh
         for j in range(ow):
-            row = (n * oh + i) * ow + j
+            row = r * ow + j
             for a in range(kh):
                 y = i * sh - pt + a * dh
                 for b in range(kw):
@@ -157,25 +158,29 @@ def pack_strips(b: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(b.reshape(k, n // LANES, LANES).transpose(1, 0, 2))
 
 
-# The im2col + GEMM steps of an NHWC conv. Measured on ResNet-18's layers at batch 32
-# (Zen 3, OpenBLAS, interleaved A/B): steps of ~1024 rows ran the 64-channel 3x3 layer
-# 1.1-1.5x and the 128-channel one 1.05-1.2x faster than steps that fill the 8 MiB of
-# scratch (3 and 7 images), whose columns no longer stay in cache between im2col and the
-# GEMM; on deeper layers the two were within noise. The 3-channel stem (27 columns) ran
-# 1.4x slower in 1024-row steps: a step also needs MIN_FLOATS of columns.
+# The im2col + GEMM steps of an NHWC conv, in output rows of the batch (a step may end
+# mid-image). Measured on ResNet-18's layers at batch 32 (Zen 3, OpenBLAS, interleaved
+# A/B): steps of ~1024 GEMM rows ran the 64-channel 3x3 layer 1.1-1.5x and the
+# 128-channel one 1.05-1.2x faster than steps that fill the 8 MiB of scratch (3 and 7
+# images), whose columns no longer stay in cache between im2col and the GEMM; on deeper
+# layers the two were within noise. The 3-channel stem (27 columns) ran 1.4x slower in
+# 1024-row steps: a step also needs MIN_FLOATS of columns. At batch 1 on 224x224 images
+# whole-image steps were as slow: the 56x56 layer 3.8 -> 2.8-3.1 ms, the 7x7 stride-2
+# stem 5.5 -> 4.2 ms in steps of 1-3k rows.
 ROWS_PER_GEMM = 1024
 MIN_FLOATS = 1 << 19  # 2 MiB
 
 
-def images_per_gemm_nhwc(n: int, k: int, pixels: int) -> int:
-    """Images per im2col + GEMM step of an NHWC conv (``k`` = kh*kw*C columns): at least
-    ROWS_PER_GEMM rows and MIN_FLOATS of columns, at most CHUNK_FLOATS, and the batch cut
-    into equal steps (32 images as 28 + 4 ran the last GEMM skinny)."""
-    per_image = max(k * pixels, 1)
-    want = max(-(-ROWS_PER_GEMM // pixels), -(-MIN_FLOATS // per_image))
-    ch = max(1, min(n, want, CHUNK_FLOATS // per_image))
-    steps = -(-n // ch)
-    return -(-n // steps)
+def rows_per_gemm_nhwc(rows: int, k: int, ow: int) -> int:
+    """Output rows (of ``ow`` pixels) per im2col + GEMM step of an NHWC conv with ``k`` =
+    kh*kw*C columns and ``rows`` = N*OH output rows in all: at least ROWS_PER_GEMM GEMM
+    rows and MIN_FLOATS of columns, at most CHUNK_FLOATS, and the rows cut into equal
+    steps (32 images as 28 + 4 ran the last GEMM skinny)."""
+    per_row = max(k * ow, 1)
+    want = max(-(-ROWS_PER_GEMM // ow), -(-MIN_FLOATS // per_row))
+    step = max(1, min(rows, want, CHUNK_FLOATS // per_row))
+    steps = -(-rows // step)
+    return -(-rows // steps)
 
 
 @register_kernel("conv2d", "cpu", NHWC)
@@ -196,22 +201,22 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
                                          sh, sw, pt, pl, dh, dw, groups)
     k = kh * kw * c
     wk = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(k, o_n))  # (a, b, c) x O
-    p = oh * ow
-    ch = images_per_gemm_nhwc(n, k, p)
-    col_buf = np.empty(ch * p * k, np.float32)
-    out2 = out.reshape(n * p, o_n)
+    rows_n = n * oh
+    step = rows_per_gemm_nhwc(rows_n, k, ow)
+    col_buf = np.empty(step * ow * k, np.float32)
+    out2 = out.reshape(n * oh * ow, o_n)
     res2 = res.reshape(-1, o_n) if has_res else np.zeros((1, 1), np.float32)
     plain = not has_bias and not has_res and code == 0
     bias, res2 = _readonly(bias), _readonly(res2)  # Linear's signature: compiled once
-    small = ch * p <= SMALL_M and o_n % LANES == 0
+    small = step * ow <= SMALL_M and o_n % LANES == 0
     wk_strips = pack_strips(wk) if small else None
 
     def run():
-        for i0 in range(0, n, ch):
-            m = min(ch, n - i0)
-            col = col_buf[:m * p * k].reshape(m * p, k)
-            _im2col_nhwc(x[i0:i0 + m], col, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-            rows = out2[i0 * p:(i0 + m) * p]
+        for r0 in range(0, rows_n, step):
+            r1 = min(r0 + step, rows_n)
+            col = col_buf[:(r1 - r0) * ow * k].reshape((r1 - r0) * ow, k)
+            _im2col_nhwc(x, col, r0, r1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+            rows = out2[r0 * ow:r1 * ow]
             if small:
                 _gemm_small_m(col, wk_strips, rows)
             else:

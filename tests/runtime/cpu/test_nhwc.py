@@ -44,31 +44,35 @@ def test_conv2d_nhwc(case, epilogue):
     check_conv2d_nhwc(case, epilogue)
 
 
+@pytest.mark.parametrize("rows_per_step", [3, 5, 10])
 @pytest.mark.parametrize("epilogue", ["none", "bias+residual+leaky"])
-def test_conv2d_nhwc_in_several_gemm_steps(monkeypatch, epilogue):
-    """7 images at 2 images per im2col + GEMM step: 4 steps of 2, 2, 2, 1 images, each
-    writing its own rows of the output and reading its rows of the residual."""
-    monkeypatch.setattr(nhwc_kernels, "ROWS_PER_GEMM", 2 * 5 * 4)
+def test_conv2d_nhwc_in_several_gemm_steps(monkeypatch, rows_per_step, epilogue):
+    """7 images of 5 output rows (35 rows) in steps of 3, 5 or 10 rows, balanced to 3, 5
+    and 9 (steps that end mid-image, at image ends, and span images), each writing its own
+    rows of the output and reading its rows of the residual."""
+    monkeypatch.setattr(nhwc_kernels, "ROWS_PER_GEMM", rows_per_step * 4)
     monkeypatch.setattr(nhwc_kernels, "MIN_FLOATS", 0)
     check_conv2d_nhwc(dict(n=7, c=3, h=5, w=4, o=5, k=3, p=(1, 1, 1, 1)), epilogue)
 
 
-@pytest.mark.parametrize("n,k,pixels,expect", [
-    (32, 576, 32 * 32, 1),    # ResNet-18's 64-channel 3x3 layer: one 1024-row image
-    (32, 1152, 16 * 16, 4),   # 1024 rows
-    (32, 4608, 4 * 4, 16),    # 8 MiB of scratch holds 28 images: two steps of 16
-    (32, 2304, 7 * 7, 16),    # 21 images would leave an 11-image step: two of 16
-    (32, 27, 32 * 32, 16),    # the 3-channel stem: >= MIN_FLOATS of columns per step
-    (5, 9, 8 * 8, 5),
+@pytest.mark.parametrize("rows,k,ow,expect", [
+    (32 * 32, 576, 32, 32),       # ResNet-18's 64-channel 3x3 layer, b32: one image per step
+    (32 * 16, 1152, 16, 64),      # 1024 GEMM rows: 4 images
+    (32 * 4, 4608, 4, 64),        # 8 MiB of scratch holds 113 rows: two steps of 64
+    (32 * 7, 2304, 7, 112),       # 147 rows would leave a 77-row step: two of 112
+    (32 * 32, 27, 32, 512),       # the 3-channel stem: >= MIN_FLOATS of columns per step
+    (112, 147, 112, 28),          # ResNet-18-224's stem at b1: 4 steps of 28 rows
+    (56, 576, 56, 19),            # its 56x56 layer at b1: 3 steps of 19 rows, not 1 of 56
+    (5 * 8, 9, 8, 40),
     (1, 1, 1, 1),
 ])
-def test_images_per_gemm_nhwc_splits_the_batch_evenly(n, k, pixels, expect):
-    assert nhwc_kernels.images_per_gemm_nhwc(n, k, pixels) == expect
+def test_rows_per_gemm_nhwc_splits_the_rows_evenly(rows, k, ow, expect):
+    assert nhwc_kernels.rows_per_gemm_nhwc(rows, k, ow) == expect
 
 
-def test_images_per_gemm_nhwc_keeps_scratch_within_chunk_floats(monkeypatch):
+def test_rows_per_gemm_nhwc_keeps_scratch_within_chunk_floats(monkeypatch):
     monkeypatch.setattr(nhwc_kernels, "CHUNK_FLOATS", 3 * 9 * 16)
-    assert nhwc_kernels.images_per_gemm_nhwc(32, 9, 16) == 3  # 11 steps of <= 3 images
+    assert nhwc_kernels.rows_per_gemm_nhwc(32, 9, 16) == 3  # 11 steps of <= 3 rows
 
 
 @pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 16])
