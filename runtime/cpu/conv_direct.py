@@ -183,17 +183,6 @@ def bind(x: np.ndarray, w2: np.ndarray, out: np.ndarray, kh: int, kw: int,
 # so the result is deterministic and needs no reduction across threads.
 
 @numba.njit(cache=True, inline="always")
-def _pad_grad_plane(gy, gyp, t, wp):
-    o_n, oh, ow = gy.shape[1], gy.shape[2], gy.shape[3]
-    n, o = t // o_n, t % o_n
-    for i in range(oh):
-        dst = gyp[n, o, i * wp:]
-        src = gy[n, o, i]
-        for j in range(ow):
-            dst[j] = src[j]
-
-
-@numba.njit(cache=True, inline="always")
 def _hsum(v, buf):
     vstore(buf, 0, v)
     s = np.float32(0.0)
@@ -241,7 +230,7 @@ def grad_weight_direct(x, gy, gw2, xp, gyp, kh, kw, pt, pl, wp, lr):
     for t in prange(x.shape[0] * x.shape[1]):
         _pad_plane(x, xp, t, pt, pl, wp)
     for t in prange(gy.shape[0] * gy.shape[1]):
-        _pad_grad_plane(gy, gyp, t, wp)
+        _pad_plane(gy, gyp, t, 0, 0, wp)  # dL/dy onto the grid, no border
     for t in prange(((gy.shape[1] + OCB - 1) // OCB) * x.shape[1]):
         buf = np.empty(LANES, np.float32)
         _grad_weight_block(xp, gyp, gw2, t, kh, kw, wp, lr, buf)
@@ -253,7 +242,7 @@ def grad_weight_direct_serial(x, gy, gw2, xp, gyp, kh, kw, pt, pl, wp, lr):
     for t in range(x.shape[0] * x.shape[1]):
         _pad_plane(x, xp, t, pt, pl, wp)
     for t in range(gy.shape[0] * gy.shape[1]):
-        _pad_grad_plane(gy, gyp, t, wp)
+        _pad_plane(gy, gyp, t, 0, 0, wp)  # dL/dy onto the grid, no border
     buf = np.empty(LANES, np.float32)
     for t in range(((gy.shape[1] + OCB - 1) // OCB) * x.shape[1]):
         _grad_weight_block(xp, gyp, gw2, t, kh, kw, wp, lr, buf)
