@@ -7,9 +7,11 @@ there, and only zero-preserving activations run blocked).
 
 Dense conv (groups == 1): each task computes one output row of one 16-channel output
 block. Its inner loop keeps ``TILE`` output pixels x 16 output channels in vector
-registers (8 pixels with AVX-512's 32 registers, 4 on AVX2, where each <16 x float> takes
-two of 16); per input channel it loads one weight vector (16 output channels) and
-broadcasts TILE input values, i.e. TILE FMAs per load of weights. Taps that fall in the
+registers (8 pixels with AVX-512's 32 registers, 6 on AVX2, where each <16 x float> takes
+two of 16), then 4-pixel tiles and single pixels cover the row's rest; per input channel
+it loads one weight vector (16 output channels) and broadcasts TILE input values, i.e.
+TILE FMAs per load of weights. One source serves every tile width: a tile is a tuple of
+vectors and Numba compiles ``_tile`` once per length. Taps that fall in the
 padding are skipped for whole tiles, and handled per pixel (as zero) only at the image
 border. The epilogue (bias, residual, activation) runs on the registers before the
 single store.
@@ -32,7 +34,8 @@ from ..registry import register_kernel
 from .activation import act_code
 from .elementwise import bind_tanh
 from .jit import PARALLEL
-from .simd import vadd, vfma, vleaky, vload, vrelu, vsplat, vstore
+from .simd import (vadd, vfma, vfma_tile, vfma_tile_edge, vleaky, vload, vrelu, vstore,
+                   vtile)
 
 B = 16
 
@@ -47,11 +50,12 @@ def _wide_registers() -> bool:
         return False
 
 
-# output pixels per register tile of the dense kernel: 8 x 16 channels with AVX-512, 4 x 16
-# otherwise (measured on a Zen 3: the 8-pixel tile spilled and ran 3x slower). A global
-# is a compile-time constant to Numba, and its disk cache is keyed on the CPU.
-TILE = 8 if _wide_registers() else 4
-_ZERO = np.float32(0.0)
+# output pixels per register tile of the dense kernel: 8 x 16 channels with AVX-512, 6 x 16
+# otherwise. On AVX2 a tile of 6 takes 12 of the 16 ymm registers, plus 2 for the weights
+# and 1 for the broadcast; measured on a Zen 3, 8 spilled and ran 3x slower, and 6 ran
+# 1.2-1.5x faster than 4 (more FMAs per weight load, more independent FMA chains). A
+# global is a compile-time constant to Numba, and its disk cache is keyed on the CPU.
+TILE = 8 if _wide_registers() else 6
 
 
 @numba.njit(cache=True, inline="always")
@@ -69,21 +73,69 @@ def _finish(acc, of, oidx, rf, has_res, act, alpha):
 
 
 @numba.njit(cache=True, inline="always")
-def _x_or_zero(xf, row, iw, w, ic):
-    """Input pixel ``iw`` (zero outside the row), branch-free: the load is from a clamped,
-    always valid index and a select zeroes it, so the tap loop has no data-dependent
-    branch and LLVM hoists the index and the test out of the channel loop."""
-    v = xf[row + min(max(iw, 0), w - 1) * B + ic]
-    return v if 0 <= iw < w else _ZERO
+def _store_tile(accs, of, o, rf, has_res, act, alpha):
+    """The epilogue and store of every pixel of a tile, ``accs[j]`` at ``of[o + 16 j]``."""
+    for j in range(len(accs)):
+        _finish(accs[j], of, o + j * B, rf, has_res, act, alpha)
+
+
+@numba.njit(cache=True)
+def _tile(accs, xf, wf, x_base, w_base, oh, ow, cb_n, h, w, kh_n, kw_n, sh, sw, pt, pl, dh,
+          dw):
+    """Add the conv sums of output pixels ``ow .. ow + T - 1`` of row ``oh`` to the tile
+    ``accs`` (T = len(accs), a constant: Numba compiles this once per tile width).
+    ``x_base``: the image's offset in ``xf``; ``w_base``: the output block's in ``wf``.
+    Taps in the padding are skipped for whole tiles, zeroed per pixel at the border."""
+    t_n = len(accs)
+    xs_c, xs_h, ws_c = h * w * B, w * B, kh_n * kw_n * B * B
+    st = np.uint64(sw * B)
+    for cb in range(cb_n):
+        for kh in range(kh_n):
+            ih = oh * sh - pt + kh * dh
+            if ih < 0 or ih >= h:
+                continue
+            row = x_base + cb * xs_c + ih * xs_h
+            for kw in range(kw_n):
+                iw = ow * sw - pl + kw * dw
+                wb = np.uint64(w_base + cb * ws_c + (kh * kw_n + kw) * B * B)
+                if iw >= 0 and iw + (t_n - 1) * sw < w:
+                    # unsigned indices: no negative-index wraparound in the hot loop
+                    xi = np.uint64(row + iw * B)
+                    for icu in range(B):
+                        ic = np.uint64(icu)
+                        accs = vfma_tile(accs, xf, xi + ic, st,
+                                         vload(wf, wb + ic * np.uint64(B)))
+                elif iw + (t_n - 1) * sw >= 0 and iw < w:  # straddles the left/right border
+                    for ic in range(B):
+                        accs = vfma_tile_edge(accs, xf, row + ic, iw, sw, w,
+                                              vload(wf, wb + np.uint64(ic * B)))
+    return accs
+
+
+@numba.njit(cache=True)
+def _wide_tiles(ow_n):
+    """How many TILE-pixel tiles a row of ``ow_n`` pixels starts with; 4-pixel tiles, then
+    single pixels, cover the rest. Fewest passes over the weights (each tile re-reads
+    them), ties to the wider tile: 16 -> 6+6+4, 8 -> 4+4, 56 -> 8 x 6 + 4+4 (AVX2)."""
+    if TILE == 4:
+        return 0
+    best, best_passes = 0, ow_n // 4 + ow_n % 4
+    for k in range(ow_n // TILE, 0, -1):
+        rest = ow_n - k * TILE
+        passes = k + rest // 4 + rest % 4
+        if passes < best_passes:
+            best, best_passes = k, passes
+    return best
 
 
 def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, pl, dh, dw):
     n_img, cb_n, h, w, _ = x.shape
     _, ob_n, oh_n, ow_n, _ = out.shape
     xf, wf, of, rf = x.reshape(-1), wp.reshape(-1), out.reshape(-1), res.reshape(-1)
-    xs_n, xs_c, xs_h = cb_n * h * w * B, h * w * B, w * B
-    ws_o, ws_c = cb_n * kh_n * kw_n * B * B, kh_n * kw_n * B * B
+    xs_n = cb_n * h * w * B
+    ws_o = cb_n * kh_n * kw_n * B * B
     os_n, os_o, os_h = ob_n * oh_n * ow_n * B, oh_n * ow_n * B, ow_n * B
+    n_wide = _wide_tiles(ow_n)
     # Task order by what would be re-read more: with one output block's weights larger
     # than an image, all tasks of that block run back to back on a thread (its weight
     # slab stays in cache, images stream); otherwise all blocks of one image do.
@@ -98,116 +150,20 @@ def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, p
         oh = t % oh_n
         bvec = vload(bias, ob * B)
         obase = n * os_n + ob * os_o + oh * os_h
-        ow = 0
-        if TILE == 8:  # a global, so a constant to Numba: AVX2 builds prune this branch
-            while ow + 8 <= ow_n:
-                a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = bvec
-                for cb in range(cb_n):
-                    for kh in range(kh_n):
-                        ih = oh * sh - pt + kh * dh
-                        if ih < 0 or ih >= h:
-                            continue
-                        row = n * xs_n + cb * xs_c + ih * xs_h
-                        for kw in range(kw_n):
-                            iw = ow * sw - pl + kw * dw
-                            wb = ob * ws_o + cb * ws_c + (kh * kw_n + kw) * B * B
-                            if iw >= 0 and iw + 7 * sw < w:
-                                # unsigned indices: no negative-index wraparound in the hot loop
-                                xi = np.uint64(row + iw * B)
-                                st = np.uint64(sw * B)
-                                for icu in range(B):
-                                    ic = np.uint64(icu)
-                                    wv = vload(wf, np.uint64(wb) + ic * np.uint64(B))
-                                    a0 = vfma(vsplat(xf[xi + ic]), wv, a0)
-                                    a1 = vfma(vsplat(xf[xi + st + ic]), wv, a1)
-                                    a2 = vfma(vsplat(xf[xi + np.uint64(2) * st + ic]), wv, a2)
-                                    a3 = vfma(vsplat(xf[xi + np.uint64(3) * st + ic]), wv, a3)
-                                    a4 = vfma(vsplat(xf[xi + np.uint64(4) * st + ic]), wv, a4)
-                                    a5 = vfma(vsplat(xf[xi + np.uint64(5) * st + ic]), wv, a5)
-                                    a6 = vfma(vsplat(xf[xi + np.uint64(6) * st + ic]), wv, a6)
-                                    a7 = vfma(vsplat(xf[xi + np.uint64(7) * st + ic]), wv, a7)
-                            else:  # the tile straddles the left/right border
-                                for ic in range(B):
-                                    wv = vload(wf, wb + ic * B)
-                                    a0 = vfma(vsplat(_x_or_zero(xf, row, iw, w, ic)), wv, a0)
-                                    a1 = vfma(vsplat(_x_or_zero(xf, row, iw + sw, w, ic)), wv, a1)
-                                    a2 = vfma(vsplat(_x_or_zero(xf, row, iw + 2 * sw, w, ic)), wv,
-                                              a2)
-                                    a3 = vfma(vsplat(_x_or_zero(xf, row, iw + 3 * sw, w, ic)), wv,
-                                              a3)
-                                    a4 = vfma(vsplat(_x_or_zero(xf, row, iw + 4 * sw, w, ic)), wv,
-                                              a4)
-                                    a5 = vfma(vsplat(_x_or_zero(xf, row, iw + 5 * sw, w, ic)), wv,
-                                              a5)
-                                    a6 = vfma(vsplat(_x_or_zero(xf, row, iw + 6 * sw, w, ic)), wv,
-                                              a6)
-                                    a7 = vfma(vsplat(_x_or_zero(xf, row, iw + 7 * sw, w, ic)), wv,
-                                              a7)
-                o = obase + ow * B
-                _finish(a0, of, o, rf, has_res, act, alpha)
-                _finish(a1, of, o + B, rf, has_res, act, alpha)
-                _finish(a2, of, o + 2 * B, rf, has_res, act, alpha)
-                _finish(a3, of, o + 3 * B, rf, has_res, act, alpha)
-                _finish(a4, of, o + 4 * B, rf, has_res, act, alpha)
-                _finish(a5, of, o + 5 * B, rf, has_res, act, alpha)
-                _finish(a6, of, o + 6 * B, rf, has_res, act, alpha)
-                _finish(a7, of, o + 7 * B, rf, has_res, act, alpha)
-                ow += 8
-        while ow + 4 <= ow_n:  # a 4-pixel tile for narrow rows and the row's tail
-            a0 = a1 = a2 = a3 = bvec
-            for cb in range(cb_n):
-                for kh in range(kh_n):
-                    ih = oh * sh - pt + kh * dh
-                    if ih < 0 or ih >= h:
-                        continue
-                    row = n * xs_n + cb * xs_c + ih * xs_h
-                    for kw in range(kw_n):
-                        iw = ow * sw - pl + kw * dw
-                        wb = np.uint64(ob * ws_o + cb * ws_c + (kh * kw_n + kw) * B * B)
-                        if iw >= 0 and iw + 3 * sw < w:
-                            xi = np.uint64(row + iw * B)
-                            st = np.uint64(sw * B)
-                            for icu in range(B):
-                                ic = np.uint64(icu)
-                                wv = vload(wf, wb + ic * np.uint64(B))
-                                a0 = vfma(vsplat(xf[xi + ic]), wv, a0)
-                                a1 = vfma(vsplat(xf[xi + st + ic]), wv, a1)
-                                a2 = vfma(vsplat(xf[xi + np.uint64(2) * st + ic]), wv, a2)
-                                a3 = vfma(vsplat(xf[xi + np.uint64(3) * st + ic]), wv, a3)
-                        else:
-                            for ic in range(B):
-                                wv = vload(wf, wb + np.uint64(ic * B))
-                                a0 = vfma(vsplat(_x_or_zero(xf, row, iw, w, ic)), wv, a0)
-                                a1 = vfma(vsplat(_x_or_zero(xf, row, iw + sw, w, ic)), wv, a1)
-                                a2 = vfma(vsplat(_x_or_zero(xf, row, iw + 2 * sw, w, ic)), wv,
-                                          a2)
-                                a3 = vfma(vsplat(_x_or_zero(xf, row, iw + 3 * sw, w, ic)), wv,
-                                          a3)
-            o = obase + ow * B
-            _finish(a0, of, o, rf, has_res, act, alpha)
-            _finish(a1, of, o + B, rf, has_res, act, alpha)
-            _finish(a2, of, o + 2 * B, rf, has_res, act, alpha)
-            _finish(a3, of, o + 3 * B, rf, has_res, act, alpha)
+        for i in range(n_wide):
+            accs = _tile(vtile(bvec, TILE), xf, wf, n * xs_n, ob * ws_o, oh, i * TILE, cb_n,
+                         h, w, kh_n, kw_n, sh, sw, pt, pl, dh, dw)
+            _store_tile(accs, of, obase + i * TILE * B, rf, has_res, act, alpha)
+        ow = n_wide * TILE
+        while ow + 4 <= ow_n:
+            acc4 = _tile(vtile(bvec, 4), xf, wf, n * xs_n, ob * ws_o, oh, ow, cb_n, h, w,
+                         kh_n, kw_n, sh, sw, pt, pl, dh, dw)
+            _store_tile(acc4, of, obase + ow * B, rf, has_res, act, alpha)
             ow += 4
-        while ow < ow_n:  # the last < 4 pixels of the row, one vector each
-            acc = bvec
-            for cb in range(cb_n):
-                for kh in range(kh_n):
-                    ih = oh * sh - pt + kh * dh
-                    if ih < 0 or ih >= h:
-                        continue
-                    row = n * xs_n + cb * xs_c + ih * xs_h
-                    for kw in range(kw_n):
-                        iw = ow * sw - pl + kw * dw
-                        if iw < 0 or iw >= w:
-                            continue
-                        wb = np.uint64(ob * ws_o + cb * ws_c + (kh * kw_n + kw) * B * B)
-                        xi = np.uint64(row + iw * B)
-                        for icu in range(B):
-                            ic = np.uint64(icu)
-                            acc = vfma(vsplat(xf[xi + ic]), vload(wf, wb + ic * np.uint64(B)),
-                                       acc)
-            _finish(acc, of, obase + ow * B, rf, has_res, act, alpha)
+        while ow < ow_n:
+            acc1 = _tile(vtile(bvec, 1), xf, wf, n * xs_n, ob * ws_o, oh, ow, cb_n, h, w,
+                         kh_n, kw_n, sh, sw, pt, pl, dh, dw)
+            _store_tile(acc1, of, obase + ow * B, rf, has_res, act, alpha)
             ow += 1
 
 
@@ -267,7 +223,6 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
     """conv2d on NCHW16c tensors (dense or depthwise), with the fused epilogue."""
     x, w, out = ins[0], ins[1], outs[0]
     o_n, cg = w.shape[:2]
-    c = x.shape[1] * B
     groups = int(attrs["groups"])
     act = act_code(attrs.get("activation", "none"))
     if act == 3:
@@ -282,9 +237,9 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
     pt, pl = attrs["padding"][:2]
     alpha = np.float32(attrs.get("alpha", 0.0))
     if groups == 1:
-        if cg > c:
+        if -(-cg // B) != x.shape[1]:
             raise ValueError(f"conv2d NCHW16c: weight {w.shape} needs {cg} input channels, "
-                             f"the blocked input has {c}")
+                             f"the blocked input has {x.shape[1]} blocks of 16")
         wp = pack_dense(w)
         fn = _dense_par
         if ((kh, kw, sh, sw) == (1, 1, 1, 1) and not any(attrs["padding"])

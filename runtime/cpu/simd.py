@@ -98,6 +98,95 @@ def vfma(typingctx, a, b, c):
     return f32x16(a, b, c), codegen
 
 
+# ---------------------------------------------------------------------- register tiles
+# A tile is a tuple of T f32x16 accumulators (T output pixels x 16 channels). Numba
+# specializes a function on the tuple's length, so one kernel source serves every tile
+# width: the FMA over a tile is unrolled here, in the IR, rather than written out T times.
+
+def _tile_type(accs) -> bool:
+    return isinstance(accs, types.UniTuple) and accs.dtype == f32x16
+
+
+def _as_i64(context, builder, value, ty):
+    return context.cast(builder, value, ty, types.int64)
+
+
+@intrinsic(prefer_literal=True)
+def vtile(typingctx, v, n):
+    """A tile of ``n`` (a compile-time constant) copies of vector ``v``."""
+    if not (v == f32x16 and isinstance(n, types.IntegerLiteral)):
+        return None
+    tile = types.UniTuple(f32x16, n.literal_value)
+
+    def codegen(context, builder, sig, args):
+        out = context.get_constant_undef(tile)
+        for j in range(tile.count):
+            out = builder.insert_value(out, args[0], j)
+        return out
+    return tile(v, n), codegen
+
+
+def _fma_into(builder, accs, j, x, w):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
+                                        "llvm.fma.v16f32")
+    a = builder.extract_value(accs, j)
+    return builder.insert_value(accs, builder.call(fn, [_splat(builder, x, types.float32), w,
+                                                        a]), j)
+
+
+@intrinsic
+def vfma_tile(typingctx, accs, xf, xi, st, w):
+    """``accs[j] += xf[xi + j * st] * w`` for every accumulator j of the tile: one weight
+    vector against T input values (the tile's pixels), T independent FMA chains."""
+    if not (_tile_type(accs) and isinstance(xf, types.Array) and xf.dtype == types.float32
+            and isinstance(xi, types.Integer) and isinstance(st, types.Integer) and w == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        accs_v, xf_v, xi_v, st_v, w_v = args
+        data = context.make_array(sig.args[1])(context, builder, xf_v).data
+        idx = _as_i64(context, builder, xi_v, sig.args[2])
+        step = _as_i64(context, builder, st_v, sig.args[3])
+        for j in range(sig.args[0].count):
+            x = builder.load(builder.gep(data, [idx]))
+            accs_v = _fma_into(builder, accs_v, j, x, w_v)
+            idx = builder.add(idx, step)
+        return accs_v
+    return accs(accs, xf, xi, st, w), codegen
+
+
+@intrinsic
+def vfma_tile_edge(typingctx, accs, xf, row, iw, sw, width, w):
+    """As ``vfma_tile`` for a tile that straddles the left or right border of its row:
+    pixel j reads column ``iw + j * sw`` of the row starting at ``xf[row]`` (16 floats a
+    pixel), zero outside ``[0, width)``. Branch-free: the load is from a clamped, valid
+    column and a select zeroes it."""
+    ints = (row, iw, sw, width)
+    if not (_tile_type(accs) and isinstance(xf, types.Array) and xf.dtype == types.float32
+            and all(isinstance(t, types.Integer) for t in ints) and w == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        accs_v, xf_v, w_v = args[0], args[1], args[6]
+        data = context.make_array(sig.args[1])(context, builder, xf_v).data
+        row_v, iw_v, sw_v, width_v = (_as_i64(context, builder, v, t)
+                                      for v, t in zip(args[2:6], sig.args[2:6]))
+        i64 = ir.IntType(64)
+        zero, lanes = ir.Constant(i64, 0), ir.Constant(i64, LANES)
+        last = builder.sub(width_v, ir.Constant(i64, 1))
+        for j in range(sig.args[0].count):
+            col = builder.add(iw_v, builder.mul(sw_v, ir.Constant(i64, j)))
+            inside = builder.and_(builder.icmp_signed(">=", col, zero),
+                                  builder.icmp_signed("<", col, width_v))
+            lo = builder.select(builder.icmp_signed("<", col, zero), zero, col)
+            safe = builder.select(builder.icmp_signed(">", lo, last), last, lo)
+            x = builder.load(builder.gep(data, [builder.add(row_v, builder.mul(safe, lanes))]))
+            x = builder.select(inside, x, ir.Constant(_F32, 0.0))
+            accs_v = _fma_into(builder, accs_v, j, x, w_v)
+        return accs_v
+    return accs(accs, xf, row, iw, sw, width, w), codegen
+
+
 @intrinsic
 def vadd(typingctx, a, b):
     if not (a == b == f32x16):

@@ -44,7 +44,9 @@ def blocked_case(n, c, h, w, o, k, s=1, p=0, d=1, g=1, act="relu", res=False, bi
     dict(n=1, c=17, h=3, w=5, o=33, k=1, res=True, act="tanh"),  # 15 px: 3 tiles + 3
     dict(n=2, c=32, h=5, w=5, o=16, k=1, s=2),           # strided 1x1: rows, not flattened
     dict(n=2, c=16, h=4, w=4, o=32, k=3, p=1),            # 4-pixel tile only
-    dict(n=2, c=16, h=6, w=21, o=16, k=3, p=1, res=True),  # 8 + 8 + 4 + 1 pixels per row
+    dict(n=2, c=16, h=6, w=21, o=16, k=3, p=1, res=True),  # AVX-512 8+8+4+1, AVX2 6+6+4+4+1
+    dict(n=1, c=48, h=3, w=16, o=32, k=3, p=1),          # 16 px: 8+8, or 6+6+4 (AVX2)
+    dict(n=1, c=16, h=9, w=14, o=16, k=3, s=2, p=1),     # strided rows of 7: a tile on each border
     dict(n=1, c=3, h=32, w=32, o=64, k=7, s=2, p=3),      # ResNet stem
     dict(n=2, c=16, h=12, w=12, o=16, k=3, p=1, g=16),    # depthwise
     dict(n=2, c=20, h=9, w=9, o=20, k=3, s=2, p=1, g=20, res=True),  # depthwise, odd C
@@ -55,6 +57,18 @@ def test_blocked_conv(case):
     assert rel_err(from_nchwc(out, o), ref) < 1e-5
     if o % 16:  # padding channels of the last block stay exactly zero
         assert (out[:, -1, :, :, o % 16:] == 0).all()
+
+
+@pytest.mark.parametrize("ow_n", [1, 3, 4, 6, 7, 8, 9, 12, 14, 16, 21, 28, 56, 64])
+def test_wide_tiles_cover_the_row_in_fewest_passes(ow_n):
+    from runtime.cpu.conv_blocked import TILE, _wide_tiles
+    k = _wide_tiles(ow_n)
+    assert 0 <= k * TILE <= ow_n
+
+    def passes(k):
+        rest = ow_n - k * TILE
+        return k + rest // 4 + rest % 4
+    assert passes(k) == min(passes(j) for j in range(ow_n // TILE + 1))
 
 
 @pytest.mark.parametrize("w", [4, 6, 13])
@@ -92,6 +106,10 @@ def test_blocked_conv_rejects_unsupported_cases():
         get_kernel("conv2d", "cpu", "NCHW16c")([x, w], [np.zeros((1, 1, 3, 3, 16),
                                                                   np.float32)],
                                                dict(attrs, groups=1, activation="sigmoid"))
+    with pytest.raises(ValueError, match="needs 4 input channels, the blocked input has 2"):
+        get_kernel("conv2d", "cpu", "NCHW16c")([np.zeros((1, 2, 5, 5, 16), np.float32), w],
+                                               [np.zeros((1, 1, 3, 3, 16), np.float32)],
+                                               dict(attrs, groups=1))
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 16, 4, 4), (3, 33, 2, 3)])
