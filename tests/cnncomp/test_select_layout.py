@@ -86,6 +86,18 @@ def test_every_layout_gives_the_same_outputs(layout, batch):
         assert transforms == 1 and {k.name: k.layout for k in m.kernels}["gap"] == "NHWC"
 
 
+@needs_blocked
+def test_a_few_channel_dense_conv_stays_nchw_before_the_blocked_region():
+    """A stem's 3 input channels would be 3 of 16 in NCHW16c: it runs NCHW and the
+    region starts at its output (one conversion, of the stem's output)."""
+    g = fuse_epilogues(fold_batch_norm(chain().graph, CTX), CTX)
+    out = select_layout(g, PassContext(layout="NCHWc"))
+    layouts = {n.name: out.values[n.outputs[0]].layout for n in out.nodes}
+    assert layouts["c1"] == "NCHW" and layouts["c2"] == BLOCKED
+    first = _transforms(out)[0]
+    assert (first.inputs[0], first.attrs.dst) == (out.node("c1").outputs[0], BLOCKED)
+
+
 def zoo_like():
     """Inception-style concat, depthwise and grouped convs, pooling, sigmoid, LRN."""
     x = fe.Input((6, 9, 9), name="x")
