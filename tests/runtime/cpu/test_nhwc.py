@@ -135,6 +135,22 @@ def test_pools_nhwc(op, k, s, p, ceil, cip):
     assert rel_err(nchw(got), ref) < TOL
 
 
+@pytest.mark.parametrize("n,c,h,w,k,s,p,d,ceil", [
+    (1, 16, 9, 7, 3, 2, 1, 2, True),    # 16 channels: the one-register path (NCHW16c's)
+    (2, 16, 5, 5, 2, 1, 0, 1, False),
+    (1, 48, 8, 8, 3, 1, 1, 1, False),   # Inception's 3x3/1 pool, the row path
+])
+def test_max_pool_nhwc_matches_torch_with_nan(n, c, h, w, k, s, p, d, ceil):
+    x = rng(4).standard_normal((n, c, h, w)).astype(np.float32)
+    x[0, 5, 2, 3] = np.nan
+    x[-1, c - 1, h - 1, w - 1] = -np.inf
+    ref = F.max_pool2d(torch.tensor(x), k, s, p, d, ceil).numpy()
+    attrs = dict(kernel_size=(k, k), stride=(s, s), padding=(p,) * 4, dilation=(d, d),
+                 ceil_mode=ceil)
+    got = run_kernel("max_pool2d", [nhwc(x)], nhwc(ref).shape, attrs, layout="NHWC")
+    np.testing.assert_array_equal(nchw(got), ref)  # a max is exact; NaN where torch's is
+
+
 def test_batch_norm_global_pool_and_concat_nhwc():
     r = rng(3)
     x = r.standard_normal((2, 5, 3, 4)).astype(np.float32)
