@@ -3,7 +3,9 @@
 Layouts: "NCHW" (PyTorch's), "NHWC" (channels last) and "NCHW16c" (channels in blocks
 of 16, the vector width of AVX-512: an (N, C, H, W) tensor is stored as
 (N, ceil(C/16), H, W, 16), padded channels zero). The IR keeps every value's logical NCHW shape; only ``Value.layout``
-changes, and lowering derives the physical buffer shape from it.
+changes, and lowering derives the physical buffer shape from it. A dense conv of fewer
+than 16 input channels (an RGB stem) never runs blocked: it would multiply 16 channels,
+most of them padding, so the region starts at its output.
 
 An op can run blocked when the runtime registers a kernel for it in that layout, or when
 it is a zero-preserving elementwise op (its kernel works on the flat buffer and keeps the
