@@ -6,6 +6,7 @@ import os
 import pickle
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,7 @@ def specs_of(layouts):
 
 def test_measure_compiles_the_first_layout_in_a_helper_and_the_rest_here(cache, monkeypatch):
     monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "2")
+    monkeypatch.setattr(cost, "WARM_CACHE_S", 0.0)  # as if this share compiled cold
     compiled_here, helpers = [], []
     real_popen = subprocess.Popen
 
@@ -133,6 +135,31 @@ def test_measure_compiles_the_first_layout_in_a_helper_and_the_rest_here(cache, 
     assert len(helpers) == 1
     assert [s[0] for s in compiled_here] == ["NCHW16c", "NHWC"]
     assert all(cost.conv_seconds(*s) > 0 for s in specs)  # then every layout was timed
+
+
+def test_with_a_warm_kernel_cache_the_helper_is_stopped_and_its_share_loaded_here(
+        cache, monkeypatch):
+    """This process's share took less than WARM_CACHE_S: it came from Numba's disk cache,
+    and so will the helper's, faster here than a new interpreter starts."""
+    monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "2")
+    monkeypatch.setattr(cost, "WARM_CACHE_S", 60.0)
+    compiled_here, helpers = [], []
+    real_popen = subprocess.Popen
+
+    def popen(cmd, **kw):  # a helper that would take long: it must not be waited for
+        helpers.append(real_popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                  **kw))
+        return helpers[-1]
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    monkeypatch.setattr(cost, "_compile",
+                        lambda specs, target, desc=None: compiled_here.extend(specs))
+    specs = specs_of(["NCHW", "NCHW16c", "NHWC"])
+    start = time.perf_counter()
+    cost.measure(specs)
+    assert time.perf_counter() - start < 30
+    assert helpers[0].poll() is not None  # stopped
+    assert [s[0] for s in compiled_here] == ["NCHW16c", "NHWC", "NCHW"]
+    assert all(cost.conv_seconds(*s) > 0 for s in specs)
 
 
 def test_the_helper_entry_point_compiles_pickled_specs(tmp_path):
