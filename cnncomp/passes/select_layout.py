@@ -239,12 +239,14 @@ def select_layout(g: Graph, ctx: PassContext) -> Graph:
         layout = BLOCKED if ctx.layout == "NCHWc" else NHWC
         nodes, _ = _plan(g, ctx.target, layout, forced=True)
     else:  # auto: the layout whose regions the cost model rates best
-        if cost.enabled():  # time every conv in every layout it can take, under one bar
-            convs = [n for n in g.nodes if n.op is Op.CONV2D]
+        if cost.enabled():  # time every conv in every layout it can take, under one bar:
+            # conv by conv, so that one conv's layouts are timed moments apart (this VM's
+            # speed drifts by 1.5x over minutes), NCHW first (the helper process's share)
             kernels = {lay: _blocked_kernels(ctx.target, lay) for lay in (BLOCKED, NHWC)}
-            cost.measure([_conv_spec(g, n, "NCHW") for n in convs]
-                         + [_conv_spec(g, n, lay) for lay in (BLOCKED, NHWC) for n in convs
-                            if can_block(g, n, kernels[lay], lay)], ctx.target)
+            cost.measure([_conv_spec(g, n, lay) for n in g.nodes if n.op is Op.CONV2D
+                          for lay in ("NCHW", BLOCKED, NHWC)
+                          if lay == "NCHW" or can_block(g, n, kernels[lay], lay)],
+                         ctx.target)
         options = [(layout, *_plan(g, ctx.target, layout, forced=False))
                    for layout in (BLOCKED, NHWC)]
         layout, nodes, gain = max(options, key=lambda o: o[2])

@@ -69,6 +69,17 @@ def test_auto_follows_the_measured_costs(cache, monkeypatch, fastest):
     assert rel_err(m(x), cnncomp.compile(net(), layout="NCHW")(x)) < 1e-5
 
 
+def test_each_convs_layouts_are_timed_back_to_back(cache, monkeypatch):
+    """The machine's speed drifts over minutes: one conv's layouts are compared only when
+    timed moments apart, so the timing runs conv by conv, not layout by layout."""
+    order = []
+    monkeypatch.setattr(cost, "_time_conv",
+                        lambda layout, x, w, *a: order.append((w[0], layout)) or 1e-3)
+    cnncomp.compile(net())
+    assert order == [(16, "NCHW"), (16, "NHWC"),  # c1 (3 channels): never NCHW16c
+                     (32, "NCHW"), (32, "NCHW16c"), (32, "NHWC")]
+
+
 def test_a_layout_without_a_kernel_for_the_conv_is_remembered_as_unavailable(cache,
                                                                              monkeypatch):
     def fake(layout, *a):
