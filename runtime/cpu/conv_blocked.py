@@ -34,28 +34,10 @@ from ..registry import register_kernel
 from .activation import act_code
 from .elementwise import bind_tanh
 from .jit import PARALLEL
-from .simd import (vadd, vfma, vfma_tile, vfma_tile_edge, vleaky, vload, vrelu, vstore,
-                   vtile)
+from .simd import (TILE, vadd, vfma, vfma_tile, vfma_tile_edge, vleaky, vload, vrelu, vstore,
+                   vtile, wide_tiles)
 
 B = 16
-
-
-def _wide_registers() -> bool:
-    """AVX-512: 32 vector registers hold a <16 x float> each. On AVX2 one takes two of
-    the 16 ymm registers, so 8 accumulators would fill them all and spill."""
-    try:
-        import llvmlite.binding as llvm
-        return bool(llvm.get_host_cpu_features().get("avx512f"))
-    except Exception:  # unknown CPU: the tile that fits everywhere
-        return False
-
-
-# output pixels per register tile of the dense kernel: 8 x 16 channels with AVX-512, 6 x 16
-# otherwise. On AVX2 a tile of 6 takes 12 of the 16 ymm registers, plus 2 for the weights
-# and 1 for the broadcast; measured on a Zen 3, 8 spilled and ran 3x slower, and 6 ran
-# 1.2-1.5x faster than 4 (more FMAs per weight load, more independent FMA chains). A
-# global is a compile-time constant to Numba, and its disk cache is keyed on the CPU.
-TILE = 8 if _wide_registers() else 6
 
 
 @numba.njit(cache=True, inline="always")
@@ -112,22 +94,6 @@ def _tile(accs, xf, wf, x_base, w_base, oh, ow, cb_n, h, w, kh_n, kw_n, sh, sw, 
     return accs
 
 
-@numba.njit(cache=True)
-def _wide_tiles(ow_n):
-    """How many TILE-pixel tiles a row of ``ow_n`` pixels starts with; 4-pixel tiles, then
-    single pixels, cover the rest. Fewest passes over the weights (each tile re-reads
-    them), ties to the wider tile: 16 -> 6+6+4, 8 -> 4+4, 56 -> 8 x 6 + 4+4 (AVX2)."""
-    if TILE == 4:
-        return 0
-    best, best_passes = 0, ow_n // 4 + ow_n % 4
-    for k in range(ow_n // TILE, 0, -1):
-        rest = ow_n - k * TILE
-        passes = k + rest // 4 + rest % 4
-        if passes < best_passes:
-            best, best_passes = k, passes
-    return best
-
-
 def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, pl, dh, dw):
     n_img, cb_n, h, w, _ = x.shape
     _, ob_n, oh_n, ow_n, _ = out.shape
@@ -135,7 +101,7 @@ def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, p
     xs_n = cb_n * h * w * B
     ws_o = cb_n * kh_n * kw_n * B * B
     os_n, os_o, os_h = ob_n * oh_n * ow_n * B, oh_n * ow_n * B, ow_n * B
-    n_wide = _wide_tiles(ow_n)
+    n_wide = wide_tiles(ow_n)
     # Task order by what would be re-read more: with one output block's weights larger
     # than an image, all tasks of that block run back to back on a thread (its weight
     # slab stays in cache, images stream); otherwise all blocks of one image do.

@@ -22,7 +22,8 @@ from .elementwise import PARALLEL_MIN, bind_add, bind_dropout, bind_leaky_relu, 
 from .jit import PARALLEL
 from .linear import _readonly, bind_concat, epilogue_rows
 from .norm import bn_scale_shift
-from .simd import LANES, fmax_nan, vfma, vload, vmax_nan, vsplat, vstore
+from .simd import (LANES, TILE, fmax_nan, vfma, vfma_tile, vload, vload_tile, vmax_nan, vsplat,
+                   vstore, vstore_tile, vtile, wide_tiles)
 
 NHWC = "NHWC"
 
@@ -104,55 +105,64 @@ def _conv_direct_nhwc(x, w, out, bias, has_bias, res, has_res, code, alpha,
                 out[n, i, j, o] = apply_act(v, code, alpha)
 
 
-# GEMMs of at most SMALL_M rows (deep layers at small batch: VGG-11's 512-channel layers
-# at batch 1 have 4 and 16) run _gemm_small_m. BLAS ran them on one thread at 8-40
-# GFLOP/s, bound by streaming a 9.4 MB weight that is not in cache inside a network; split
-# into column strips across the threads, with cold weights: 4 rows 1.7 -> 0.77 ms, 16 rows
-# 2.0 -> 1.35 ms. With 32 or more rows (or a hot weight at 16) BLAS was faster.
-SMALL_M = 16
-_KC = 256  # rows of b per pass: 16 KiB of a 16-column strip, reused from L1 per 4 rows of a
+# The NHWC conv's GEMM: c (M, N) = a (M, K) @ b (K, N), b packed in strips of 16 columns
+# (pack_strips). A task is one strip and a chunk of GEMM_CHUNK rows; its register tile is
+# TILE rows x 16 columns (6 on AVX2, like the blocked conv's), over K in blocks of
+# GEMM_KC rows of b (16 KiB of the strip, reused from L1 by every tile of the chunk; the
+# partial sums wait in c). Against OpenBLAS on this Zen 3 (hot caches, interleaved): the
+# ResNet-18 / Inception shapes 1.03-1.17x faster (M 1024, K 576-2304, N 64-256), narrow N
+# 1.2-1.65x (Inception's 1x1 and 5x5 convs, N 16-32), and small M 1.4-4.6x (VGG-11's
+# 512-channel layers at batch 1: BLAS ran 4 or 16 rows on one thread).
+GEMM_CHUNK = 96
+GEMM_KC = 256
+
+
+@numba.njit(cache=True)
+def _gemm_tile(accs, af, bf, r, k0, k1, k_n, s0):
+    """accs += a[r:r + T, k0:k1] @ b[k0:k1, strip] (T = len(accs): one compile per width)."""
+    for k in range(k0, k1):
+        accs = vfma_tile(accs, af, np.uint64(r * k_n + k), np.uint64(k_n),
+                         vload(bf, np.uint64(s0 + k * LANES)))
+    return accs
+
+
+@numba.njit(cache=True, inline="always")
+def _gemm_rows(zero, af, bf, cf, r, k0, k1, k_n, n_n, n0, s0):
+    """One tile (the width of ``zero``) of rows r.. of c's strip at n0, over k0..k1."""
+    accs = zero if k0 == 0 else vload_tile(zero, cf, r * n_n + n0, n_n)
+    vstore_tile(_gemm_tile(accs, af, bf, r, k0, k1, k_n, s0), cf, r * n_n + n0, n_n)
 
 
 @numba.njit(cache=True, parallel=PARALLEL)
-def _gemm_small_m(a, bs, c):
-    """c (M, N) = a (M, K) @ b (K, N) for small M, with b packed by pack_strips: a task is
-    one strip of LANES columns, read front to back; its tile is 4 rows of a x LANES
-    columns in vector registers."""
+def _gemm_strips(a, bs, c):
+    """c = a @ b with b packed by pack_strips (N a multiple of 16)."""
     m_n, k_n = a.shape
     n_n = c.shape[1]
     af, bf, cf = a.reshape(-1), bs.reshape(-1), c.reshape(-1)
     zero = vsplat(np.float32(0.0))
-    for strip in prange(n_n // LANES):
-        n0 = strip * LANES
-        s0 = strip * k_n * LANES
-        for k0 in range(0, k_n, _KC):
-            for m0 in range(0, m_n, 4):
-                # rows past the end recompute the last row; only valid rows are stored
-                r0, r1 = m0, min(m0 + 1, m_n - 1)
-                r2, r3 = min(m0 + 2, m_n - 1), min(m0 + 3, m_n - 1)
-                if k0 == 0:
-                    acc0 = acc1 = acc2 = acc3 = zero
-                else:
-                    acc0, acc1 = vload(cf, r0 * n_n + n0), vload(cf, r1 * n_n + n0)
-                    acc2, acc3 = vload(cf, r2 * n_n + n0), vload(cf, r3 * n_n + n0)
-                for k in range(k0, min(k0 + _KC, k_n)):
-                    wv = vload(bf, np.uint64(s0 + k * LANES))
-                    acc0 = vfma(vsplat(af[np.uint64(r0 * k_n + k)]), wv, acc0)
-                    acc1 = vfma(vsplat(af[np.uint64(r1 * k_n + k)]), wv, acc1)
-                    acc2 = vfma(vsplat(af[np.uint64(r2 * k_n + k)]), wv, acc2)
-                    acc3 = vfma(vsplat(af[np.uint64(r3 * k_n + k)]), wv, acc3)
-                vstore(cf, r0 * n_n + n0, acc0)
-                if m0 + 1 < m_n:
-                    vstore(cf, r1 * n_n + n0, acc1)
-                if m0 + 2 < m_n:
-                    vstore(cf, r2 * n_n + n0, acc2)
-                if m0 + 3 < m_n:
-                    vstore(cf, r3 * n_n + n0, acc3)
+    chunks = (m_n + GEMM_CHUNK - 1) // GEMM_CHUNK
+    for t in prange((n_n // LANES) * chunks):
+        strip, ch = t // chunks, t % chunks
+        n0, s0 = strip * LANES, strip * k_n * LANES
+        r0, r1 = ch * GEMM_CHUNK, min(m_n, (ch + 1) * GEMM_CHUNK)
+        n_wide = wide_tiles(r1 - r0)
+        for k0 in range(0, k_n, GEMM_KC):
+            k1 = min(k_n, k0 + GEMM_KC)
+            for i in range(n_wide):
+                _gemm_rows(vtile(zero, TILE), af, bf, cf, r0 + i * TILE, k0, k1, k_n, n_n,
+                           n0, s0)
+            r = r0 + n_wide * TILE
+            while r + 4 <= r1:
+                _gemm_rows(vtile(zero, 4), af, bf, cf, r, k0, k1, k_n, n_n, n0, s0)
+                r += 4
+            while r < r1:
+                _gemm_rows(vtile(zero, 1), af, bf, cf, r, k0, k1, k_n, n_n, n0, s0)
+                r += 1
 
 
 def pack_strips(b: np.ndarray) -> np.ndarray:
     """(K, N) -> (N / LANES, K, LANES): each strip of LANES columns contiguous, so a task
-    of _gemm_small_m streams its part of a weight that is not in cache (read as (K, N)
+    of _gemm_strips streams its part of a weight that is not in cache (read as (K, N)
     rows, a 16-column strip ran 1.4x slower than BLAS inside VGG-11)."""
     k, n = b.shape
     return np.ascontiguousarray(b.reshape(k, n // LANES, LANES).transpose(1, 0, 2))
@@ -203,22 +213,29 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
     wk = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(k, o_n))  # (a, b, c) x O
     rows_n = n * oh
     step = rows_per_gemm_nhwc(rows_n, k, ow)
-    col_buf = np.empty(step * ow * k, np.float32)
     out2 = out.reshape(n * oh * ow, o_n)
     res2 = res.reshape(-1, o_n) if has_res else np.zeros((1, 1), np.float32)
     plain = not has_bias and not has_res and code == 0
     bias, res2 = _readonly(bias), _readonly(res2)  # Linear's signature: compiled once
-    small = step * ow <= SMALL_M and o_n % LANES == 0
-    wk_strips = pack_strips(wk) if small else None
+    strips = o_n % LANES == 0  # else (a classifier's 10 channels, say) BLAS
+    wk_strips = pack_strips(wk) if strips else None
+    # a 1x1 stride-1 conv's im2col rows are its input's pixels: read them in place
+    pointwise = (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(attrs["padding"]) \
+        and x.flags.c_contiguous
+    x2 = x.reshape(n * h * wd, c) if pointwise else None
+    col_buf = None if pointwise else np.empty(step * ow * k, np.float32)
 
     def run():
         for r0 in range(0, rows_n, step):
             r1 = min(r0 + step, rows_n)
-            col = col_buf[:(r1 - r0) * ow * k].reshape((r1 - r0) * ow, k)
-            _im2col_nhwc(x, col, r0, r1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+            if pointwise:
+                col = x2[r0 * ow:r1 * ow]
+            else:
+                col = col_buf[:(r1 - r0) * ow * k].reshape((r1 - r0) * ow, k)
+                _im2col_nhwc(x, col, r0, r1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
             rows = out2[r0 * ow:r1 * ow]
-            if small:
-                _gemm_small_m(col, wk_strips, rows)
+            if strips:
+                _gemm_strips(col, wk_strips, rows)
             else:
                 np.matmul(col, wk, out=rows)
         if not plain:  # the rows are (pixels, O) like a Linear's: its row epilogue, once

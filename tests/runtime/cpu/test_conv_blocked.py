@@ -61,8 +61,8 @@ def test_blocked_conv(case):
 
 @pytest.mark.parametrize("ow_n", [1, 3, 4, 6, 7, 8, 9, 12, 14, 16, 21, 28, 56, 64])
 def test_wide_tiles_cover_the_row_in_fewest_passes(ow_n):
-    from runtime.cpu.conv_blocked import TILE, _wide_tiles
-    k = _wide_tiles(ow_n)
+    from runtime.cpu.simd import TILE, wide_tiles
+    k = wide_tiles(ow_n)
     assert 0 <= k * TILE <= ow_n
 
     def passes(k):

@@ -38,6 +38,9 @@ def test_layout_transform_round_trips_exactly():
     dict(n=3, c=5, h=8, w=7, o=5, k=3, g=5, s=2, p=(1, 1, 1, 1)),
     dict(n=1, c=32, h=2, w=2, o=48, k=3, p=(1, 1, 1, 1)),  # 4 rows: the small-M GEMM
     dict(n=3, c=40, h=3, w=3, o=16, k=3, s=2),              # 3 images of 1 pixel: M = 3
+    dict(n=2, c=16, h=11, w=10, o=32, k=3, p=(1, 1, 1, 1)),  # 220 rows: 3 row chunks
+    dict(n=2, c=24, h=5, w=7, o=32, k=1),                   # pointwise: input read in place
+    dict(n=2, c=16, h=6, w=6, o=16, k=1, s=2),              # strided 1x1: im2col
 ])
 @pytest.mark.parametrize("epilogue", ["none", "bias+relu", "bias+residual+leaky"])
 def test_conv2d_nhwc(case, epilogue):
@@ -46,13 +49,15 @@ def test_conv2d_nhwc(case, epilogue):
 
 @pytest.mark.parametrize("rows_per_step", [3, 5, 10])
 @pytest.mark.parametrize("epilogue", ["none", "bias+residual+leaky"])
-def test_conv2d_nhwc_in_several_gemm_steps(monkeypatch, rows_per_step, epilogue):
+@pytest.mark.parametrize("o,k", [(5, 3), (16, 3), (16, 1)])  # BLAS; strips; pointwise
+def test_conv2d_nhwc_in_several_gemm_steps(monkeypatch, rows_per_step, epilogue, o, k):
     """7 images of 5 output rows (35 rows) in steps of 3, 5 or 10 rows, balanced to 3, 5
     and 9 (steps that end mid-image, at image ends, and span images), each writing its own
     rows of the output and reading its rows of the residual."""
     monkeypatch.setattr(nhwc_kernels, "ROWS_PER_GEMM", rows_per_step * 4)
     monkeypatch.setattr(nhwc_kernels, "MIN_FLOATS", 0)
-    check_conv2d_nhwc(dict(n=7, c=3, h=5, w=4, o=5, k=3, p=(1, 1, 1, 1)), epilogue)
+    check_conv2d_nhwc(dict(n=7, c=3, h=5, w=4, o=o, k=k, p=(1, 1, 1, 1) if k == 3 else
+                           (0, 0, 0, 0)), epilogue)
 
 
 @pytest.mark.parametrize("rows,k,ow,expect", [
@@ -75,14 +80,15 @@ def test_rows_per_gemm_nhwc_keeps_scratch_within_chunk_floats(monkeypatch):
     assert nhwc_kernels.rows_per_gemm_nhwc(32, 9, 16) == 3  # 11 steps of <= 3 rows
 
 
-@pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 16])
-@pytest.mark.parametrize("k", [1, 255, 256, 600])
-def test_gemm_small_m_against_float64(m, k):
-    r = rng(m * 1000 + k)
+@pytest.mark.parametrize("m", [1, 3, 4, 5, 8, 16, 97, 200])  # 97: a chunk of 96 + 1 row
+@pytest.mark.parametrize("k", [1, 255, 256, 600])          # K blocks of 256: partial sums
+@pytest.mark.parametrize("n", [16, 48])
+def test_gemm_strips_against_float64(m, k, n):
+    r = rng(m * 1000 + k + n)
     a = r.standard_normal((m, k)).astype(np.float32)
-    b = r.standard_normal((k, 48)).astype(np.float32)
-    c = np.full((m, 48), np.nan, np.float32)
-    nhwc_kernels._gemm_small_m(a, nhwc_kernels.pack_strips(b), c)
+    b = r.standard_normal((k, n)).astype(np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    nhwc_kernels._gemm_strips(a, nhwc_kernels.pack_strips(b), c)
     assert rel_err(c, a.astype(np.float64) @ b.astype(np.float64)) < 1e-5
 
 
