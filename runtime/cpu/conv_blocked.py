@@ -34,31 +34,10 @@ from ..registry import register_kernel
 from .activation import act_code
 from .elementwise import bind_tanh
 from .jit import PARALLEL
-from .simd import (TILE, vadd, vfma, vfma_tile, vfma_tile_edge, vleaky, vload, vrelu, vstore,
+from .simd import (TILE, finish_store, store_tile, vfma, vfma_tile, vfma_tile_edge, vload,
                    vtile, wide_tiles)
 
 B = 16
-
-
-@numba.njit(cache=True, inline="always")
-def _finish(acc, of, oidx, rf, has_res, act, alpha):
-    """Residual add and activation (relu, leaky_relu) in registers, then the single store.
-    tanh runs as a sweep after the kernel (bind_conv2d_nchwc): a lane-by-lane tanh here,
-    inlined at every tile's store, added 2.5 s to the dense kernel's cold compile."""
-    if has_res:
-        acc = vadd(acc, vload(rf, oidx))
-    if act == 1:
-        acc = vrelu(acc)
-    elif act == 2:
-        acc = vleaky(acc, alpha)
-    vstore(of, oidx, acc)
-
-
-@numba.njit(cache=True, inline="always")
-def _store_tile(accs, of, o, rf, has_res, act, alpha):
-    """The epilogue and store of every pixel of a tile, ``accs[j]`` at ``of[o + 16 j]``."""
-    for j in range(len(accs)):
-        _finish(accs[j], of, o + j * B, rf, has_res, act, alpha)
 
 
 @numba.njit(cache=True)
@@ -119,17 +98,17 @@ def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, p
         for i in range(n_wide):
             accs = _tile(vtile(bvec, TILE), xf, wf, n * xs_n, ob * ws_o, oh, i * TILE, cb_n,
                          h, w, kh_n, kw_n, sh, sw, pt, pl, dh, dw)
-            _store_tile(accs, of, obase + i * TILE * B, rf, has_res, act, alpha)
+            store_tile(accs, of, obase + i * TILE * B, B, rf, has_res, act, alpha)
         ow = n_wide * TILE
         while ow + 4 <= ow_n:
             acc4 = _tile(vtile(bvec, 4), xf, wf, n * xs_n, ob * ws_o, oh, ow, cb_n, h, w,
                          kh_n, kw_n, sh, sw, pt, pl, dh, dw)
-            _store_tile(acc4, of, obase + ow * B, rf, has_res, act, alpha)
+            store_tile(acc4, of, obase + ow * B, B, rf, has_res, act, alpha)
             ow += 4
         while ow < ow_n:
             acc1 = _tile(vtile(bvec, 1), xf, wf, n * xs_n, ob * ws_o, oh, ow, cb_n, h, w,
                          kh_n, kw_n, sh, sw, pt, pl, dh, dw)
-            _store_tile(acc1, of, obase + ow * B, rf, has_res, act, alpha)
+            store_tile(acc1, of, obase + ow * B, B, rf, has_res, act, alpha)
             ow += 1
 
 
@@ -158,7 +137,7 @@ def _depthwise(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, p
                         continue
                     wi = ((cb * kh_n + kh) * kw_n + kw) * B
                     acc = vfma(vload(xf, row + iw * B), vload(wf, wi), acc)
-            _finish(acc, of, n * os_n + cb * os_c + oh * os_h + ow * B, rf, has_res, act,
+            finish_store(acc, of, n * os_n + cb * os_c + oh * os_h + ow * B, rf, has_res, act,
                     alpha)
 
 

@@ -22,8 +22,8 @@ from .elementwise import PARALLEL_MIN, bind_add, bind_dropout, bind_leaky_relu, 
 from .jit import PARALLEL
 from .linear import _readonly, bind_concat, epilogue_rows
 from .norm import bn_scale_shift
-from .simd import (LANES, TILE, fmax_nan, vfma, vfma_tile, vload, vload_tile, vmax_nan, vsplat,
-                   vstore, vstore_tile, vtile, wide_tiles)
+from .simd import (LANES, TILE, fmax_nan, store_tile, vfma, vfma_tile, vload, vload_tile,
+                   vmax_nan, vsplat, vstore, vstore_tile, vtile, wide_tiles)
 
 NHWC = "NHWC"
 
@@ -127,36 +127,44 @@ def _gemm_tile(accs, af, bf, r, k0, k1, k_n, s0):
 
 
 @numba.njit(cache=True, inline="always")
-def _gemm_rows(zero, af, bf, cf, r, k0, k1, k_n, n_n, n0, s0):
-    """One tile (the width of ``zero``) of rows r.. of c's strip at n0, over k0..k1."""
-    accs = zero if k0 == 0 else vload_tile(zero, cf, r * n_n + n0, n_n)
-    vstore_tile(_gemm_tile(accs, af, bf, r, k0, k1, k_n, s0), cf, r * n_n + n0, n_n)
+def _gemm_rows(init, af, bf, cf, r, k0, k1, k_n, n_n, n0, s0, rf, has_res, act, alpha):
+    """One tile (the width of ``init``, the bias) of rows r.. of c's strip at n0, over
+    k0..k1; the last K block adds the residual and applies the activation in registers."""
+    accs = init if k0 == 0 else vload_tile(init, cf, r * n_n + n0, n_n)
+    accs = _gemm_tile(accs, af, bf, r, k0, k1, k_n, s0)
+    if k1 == k_n:
+        store_tile(accs, cf, r * n_n + n0, n_n, rf, has_res, act, alpha)
+    else:
+        vstore_tile(accs, cf, r * n_n + n0, n_n)
 
 
 @numba.njit(cache=True, parallel=PARALLEL)
-def _gemm_strips(a, bs, c):
-    """c = a @ b with b packed by pack_strips (N a multiple of 16)."""
+def _gemm_strips(a, bs, c, bias, res, has_res, act, alpha):
+    """c = act(a @ b + bias (+ res)) with b packed by pack_strips (N a multiple of 16);
+    ``res`` has c's shape when ``has_res``; act 0 none, 1 relu, 2 leaky_relu."""
     m_n, k_n = a.shape
     n_n = c.shape[1]
-    af, bf, cf = a.reshape(-1), bs.reshape(-1), c.reshape(-1)
-    zero = vsplat(np.float32(0.0))
+    af, bf, cf, rf = a.reshape(-1), bs.reshape(-1), c.reshape(-1), res.reshape(-1)
     chunks = (m_n + GEMM_CHUNK - 1) // GEMM_CHUNK
     for t in prange((n_n // LANES) * chunks):
         strip, ch = t // chunks, t % chunks
         n0, s0 = strip * LANES, strip * k_n * LANES
         r0, r1 = ch * GEMM_CHUNK, min(m_n, (ch + 1) * GEMM_CHUNK)
         n_wide = wide_tiles(r1 - r0)
+        bvec = vload(bias, n0)
         for k0 in range(0, k_n, GEMM_KC):
             k1 = min(k_n, k0 + GEMM_KC)
             for i in range(n_wide):
-                _gemm_rows(vtile(zero, TILE), af, bf, cf, r0 + i * TILE, k0, k1, k_n, n_n,
-                           n0, s0)
+                _gemm_rows(vtile(bvec, TILE), af, bf, cf, r0 + i * TILE, k0, k1, k_n, n_n,
+                           n0, s0, rf, has_res, act, alpha)
             r = r0 + n_wide * TILE
             while r + 4 <= r1:
-                _gemm_rows(vtile(zero, 4), af, bf, cf, r, k0, k1, k_n, n_n, n0, s0)
+                _gemm_rows(vtile(bvec, 4), af, bf, cf, r, k0, k1, k_n, n_n, n0, s0, rf,
+                           has_res, act, alpha)
                 r += 4
             while r < r1:
-                _gemm_rows(vtile(zero, 1), af, bf, cf, r, k0, k1, k_n, n_n, n0, s0)
+                _gemm_rows(vtile(bvec, 1), af, bf, cf, r, k0, k1, k_n, n_n, n0, s0, rf,
+                           has_res, act, alpha)
                 r += 1
 
 
@@ -219,6 +227,11 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
     bias, res2 = _readonly(bias), _readonly(res2)  # Linear's signature: compiled once
     strips = o_n % LANES == 0  # else (a classifier's 10 channels, say) BLAS
     wk_strips = pack_strips(wk) if strips else None
+    # bias, residual and relu / leaky_relu in the GEMM's registers (no pass over the
+    # output); sigmoid and tanh, or BLAS, take the row epilogue after
+    fused = strips and code in (0, 1, 2)
+    zeros = _readonly(np.zeros(o_n, np.float32))  # read-only like bias and res2: one
+    no_res = _readonly(np.zeros((1, LANES), np.float32))  # compiled signature for all
     # a 1x1 stride-1 conv's im2col rows are its input's pixels: read them in place
     pointwise = (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(attrs["padding"]) \
         and x.flags.c_contiguous
@@ -234,12 +247,16 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
                 col = col_buf[:(r1 - r0) * ow * k].reshape((r1 - r0) * ow, k)
                 _im2col_nhwc(x, col, r0, r1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
             rows = out2[r0 * ow:r1 * ow]
-            if strips:
-                _gemm_strips(col, wk_strips, rows)
+            if fused:
+                _gemm_strips(col, wk_strips, rows, bias,
+                             res2[r0 * ow:r1 * ow] if has_res else no_res, has_res, code,
+                             alpha)
+            elif strips:
+                _gemm_strips(col, wk_strips, rows, zeros, no_res, False, 0, alpha)
             else:
                 np.matmul(col, wk, out=rows)
-        if not plain:  # the rows are (pixels, O) like a Linear's: its row epilogue, once
-            epilogue_rows(out2, bias, res2, has_res, code, alpha)
+        if not plain and not fused:  # the rows are (pixels, O) like a Linear's: its
+            epilogue_rows(out2, bias, res2, has_res, code, alpha)  # row epilogue, once
     return run
 
 

@@ -42,7 +42,8 @@ def test_layout_transform_round_trips_exactly():
     dict(n=2, c=24, h=5, w=7, o=32, k=1),                   # pointwise: input read in place
     dict(n=2, c=16, h=6, w=6, o=16, k=1, s=2),              # strided 1x1: im2col
 ])
-@pytest.mark.parametrize("epilogue", ["none", "bias+relu", "bias+residual+leaky"])
+@pytest.mark.parametrize("epilogue", ["none", "bias+relu", "bias+residual+leaky",
+                                      "bias+residual+tanh", "sigmoid"])  # the row epilogue
 def test_conv2d_nhwc(case, epilogue):
     check_conv2d_nhwc(case, epilogue)
 
@@ -88,7 +89,8 @@ def test_gemm_strips_against_float64(m, k, n):
     a = r.standard_normal((m, k)).astype(np.float32)
     b = r.standard_normal((k, n)).astype(np.float32)
     c = np.full((m, n), np.nan, np.float32)
-    nhwc_kernels._gemm_strips(a, nhwc_kernels.pack_strips(b), c)
+    nhwc_kernels._gemm_strips(a, nhwc_kernels.pack_strips(b), c, np.zeros(n, np.float32),
+                              np.zeros((1, 16), np.float32), False, 0, np.float32(0))
     assert rel_err(c, a.astype(np.float64) @ b.astype(np.float64)) < 1e-5
 
 
@@ -111,8 +113,10 @@ def check_conv2d_nhwc(case, epilogue):
         rr = r.standard_normal(tuple(ref.shape)).astype(np.float32)
         ref = ref + t(rr)
         ins.append(nhwc(rr))
-    act = "relu" if "relu" in epilogue else "leaky_relu" if "leaky" in epilogue else "none"
-    ref = {"none": ref, "relu": F.relu(ref), "leaky_relu": F.leaky_relu(ref, 0.1)}[act].numpy()
+    act = next((a for a in ("relu", "leaky", "tanh", "sigmoid") if a in epilogue), "none")
+    act = "leaky_relu" if act == "leaky" else act
+    ref = {"none": ref, "relu": F.relu(ref), "leaky_relu": F.leaky_relu(ref, 0.1),
+           "tanh": torch.tanh(ref), "sigmoid": torch.sigmoid(ref)}[act].numpy()
     attrs = dict(out_channels=o, kernel_size=(k, k), stride=s, padding=pads, dilation=d,
                  groups=g, bias=bias, activation=act, alpha=0.1, residual=res)
     got = run_kernel("conv2d", ins, nhwc(ref).shape, attrs, layout="NHWC")
