@@ -173,6 +173,11 @@ def _bind_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
     x = _noise(physical_shape(xs, layout))
     wt = _noise(tuple(w_shape))
     b = _noise((w_shape[0],))
+    # read-only, as a graph's constants are (ir.Graph freezes them): Numba compiles a
+    # kernel per signature, and a writable weight here left the one the network runs
+    # (read-only) to its first call (a 7 s recompile of the NCHW direct conv)
+    wt.flags.writeable = False
+    b.flags.writeable = False
     out = np.empty(physical_shape(os_, layout), np.float32)
     run = get_kernel("conv2d", target, layout)(
         [x, wt, b], [out], dict(attrs, bias=True, activation="none", residual=False))

@@ -174,7 +174,11 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
         raise ValueError("conv2d NCHW16c: sigmoid would make the zero padding channels 0.5; "
                          "the layout pass keeps such convs in NCHW")
     has_res = bool(attrs.get("residual", False))
-    res = ins[-1] if has_res else np.zeros(B, np.float32)
+    # flat, with or without a residual: one compiled signature (the compile-time timing
+    # binds convs without one; a 5-D residual recompiled the kernel at the first call)
+    if has_res and not ins[-1].flags.c_contiguous:  # a flat view, not a copy, is read
+        raise ValueError(f"conv2d NCHW16c: the residual {ins[-1].shape} must be C-contiguous")
+    res = ins[-1].reshape(-1) if has_res else np.zeros(B, np.float32)
     bias = np.zeros(out.shape[1] * B, np.float32)
     if attrs["bias"]:
         bias[:o_n] = ins[2]

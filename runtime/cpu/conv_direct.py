@@ -29,7 +29,10 @@ OCB = 4  # output channels per register tile (4 x 16 floats: 8 ymm registers on 
 # GEMM was as fast or faster (64 channels: 30.6 vs 33.7 ms, at 56x56 64.6 vs 84.1).
 MAX_ROWS = 288
 GRAD_WEIGHT_MAX_ROWS = 160  # dL/dW: the GEMM (long K = N*OH*OW) wins beyond (64 ch: 1.45x)
-SERIAL_FLOPS = 1 << 22  # below ~4 MFLOP one thread beats a parallel region
+# below ~2 MFLOP one thread beats a parallel region (1.8 MFLOP: 76 vs 95 us; a CIFAR
+# stem at batch 1, 3.5 MFLOP: 151 vs 139 us). The parallel kernel is the one the compile
+# helper warms, so a stem at batch 1 above this does not compile the serial one.
+SERIAL_FLOPS = 1 << 21
 
 
 def suits(c_in: int, kh: int, kw: int, stride: tuple, dilation: tuple, groups: int) -> bool:

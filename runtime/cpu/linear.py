@@ -110,7 +110,18 @@ def bind_linear(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
 
     if not has_bias and not has_res and code == 0:
         return lambda: np.dot(x, wt, out=out)
-    epilogue = epilogue_rows if use_parallel(out.size, code) and n > 1 else _epilogue_serial
+    parallel = use_parallel(out.size, code) and n > 1
+    if not parallel and not has_res and code in (0, 1):
+        # a classifier at small batch: numpy's own loops, in place, nothing for Numba to
+        # compile (its serial epilogue cost 1 s of a cold ResNet-18's first call);
+        # np.maximum passes NaN through, as torch.relu does
+        def run_numpy() -> None:
+            np.dot(x, wt, out=out)
+            np.add(out, bias, out=out)
+            if code == 1:
+                np.maximum(out, np.float32(0.0), out=out)
+        return run_numpy
+    epilogue = epilogue_rows if parallel else _epilogue_serial
 
     def run() -> None:
         np.dot(x, wt, out=out)
