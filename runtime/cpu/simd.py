@@ -222,22 +222,34 @@ def vfma_tile_edge(typingctx, accs, xf, row, iw, sw, width, w):
     return accs(accs, xf, row, iw, sw, width, w), codegen
 
 
+def _strided_ok(tile, arr, idx, stride) -> bool:
+    return (_tile_type(tile) and isinstance(arr, types.Array) and arr.dtype == types.float32
+            and isinstance(idx, types.Integer) and isinstance(stride, types.Integer))
+
+
+def _strided_ptrs(context, builder, sig, args):
+    """Pointers to the vectors ``arr[idx + j * stride:][:16]`` of a tile, j < T, for an
+    intrinsic taking (tile, arr, idx, stride)."""
+    data = context.make_array(sig.args[1])(context, builder, args[1]).data
+    idx_v = _as_i64(context, builder, args[2], sig.args[2])
+    step = _as_i64(context, builder, args[3], sig.args[3])
+    ptrs = []
+    for _ in range(sig.args[0].count):
+        ptrs.append(builder.bitcast(builder.gep(data, [idx_v]), _VEC.as_pointer()))
+        idx_v = builder.add(idx_v, step)
+    return ptrs
+
+
 @intrinsic
 def vload_tile(typingctx, like, arr, idx, stride):
     """A tile of the type of ``like``: vector j is ``arr[idx + j * stride:][:16]``."""
-    if not (_tile_type(like) and isinstance(arr, types.Array) and arr.dtype == types.float32
-            and isinstance(idx, types.Integer) and isinstance(stride, types.Integer)):
+    if not _strided_ok(like, arr, idx, stride):
         return None
 
     def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[1])(context, builder, args[1]).data
-        idx_v = _as_i64(context, builder, args[2], sig.args[2])
-        step = _as_i64(context, builder, args[3], sig.args[3])
         out = args[0]
-        for j in range(sig.args[0].count):
-            p = builder.bitcast(builder.gep(data, [idx_v]), _VEC.as_pointer())
+        for j, p in enumerate(_strided_ptrs(context, builder, sig, args)):
             out = builder.insert_value(out, builder.load(p, align=4), j)
-            idx_v = builder.add(idx_v, step)
         return out
     return like(like, arr, idx, stride), codegen
 
@@ -245,18 +257,12 @@ def vload_tile(typingctx, like, arr, idx, stride):
 @intrinsic
 def vstore_tile(typingctx, accs, arr, idx, stride):
     """Store vector j of the tile at ``arr[idx + j * stride:][:16]``."""
-    if not (_tile_type(accs) and isinstance(arr, types.Array) and arr.dtype == types.float32
-            and isinstance(idx, types.Integer) and isinstance(stride, types.Integer)):
+    if not _strided_ok(accs, arr, idx, stride):
         return None
 
     def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[1])(context, builder, args[1]).data
-        idx_v = _as_i64(context, builder, args[2], sig.args[2])
-        step = _as_i64(context, builder, args[3], sig.args[3])
-        for j in range(sig.args[0].count):
-            p = builder.bitcast(builder.gep(data, [idx_v]), _VEC.as_pointer())
+        for j, p in enumerate(_strided_ptrs(context, builder, sig, args)):
             builder.store(builder.extract_value(args[0], j), p, align=4)
-            idx_v = builder.add(idx_v, step)
         return context.get_dummy_value()
     return types.none(accs, arr, idx, stride), codegen
 
