@@ -226,7 +226,8 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
     plain = not has_bias and not has_res and code == 0
     bias, res2 = _readonly(bias), _readonly(res2)  # Linear's signature: compiled once
     strips = o_n % LANES == 0  # else (a classifier's 10 channels, say) BLAS
-    wk_strips = pack_strips(wk) if strips else None
+    if strips:  # the packed weight replaces the (K, O) one: the run holds one copy
+        wk = pack_strips(wk)
     # bias, residual and relu / leaky_relu in the GEMM's registers (no pass over the
     # output); sigmoid and tanh, or BLAS, take the row epilogue after
     fused = strips and code in (0, 1, 2)
@@ -248,11 +249,11 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
                 _im2col_nhwc(x, col, r0, r1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
             rows = out2[r0 * ow:r1 * ow]
             if fused:
-                _gemm_strips(col, wk_strips, rows, bias,
+                _gemm_strips(col, wk, rows, bias,
                              res2[r0 * ow:r1 * ow] if has_res else no_res, has_res, code,
                              alpha)
             elif strips:
-                _gemm_strips(col, wk_strips, rows, zeros, no_res, False, 0, alpha)
+                _gemm_strips(col, wk, rows, zeros, no_res, False, 0, alpha)
             else:
                 np.matmul(col, wk, out=rows)
         if not plain and not fused:  # the rows are (pixels, O) like a Linear's: its
@@ -332,24 +333,24 @@ def _max_pool_row_vec(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw):
         vstore(of, ((n * oh + i) * ow + j) * LANES, acc)
 
 
+@numba.njit(cache=True, inline="always")
+def _max_pool_any_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw):
+    if x.shape[3] == LANES and x.flags.c_contiguous and out.flags.c_contiguous:
+        _max_pool_row_vec(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
+    else:
+        _max_pool_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
+
+
 @numba.njit(cache=True, parallel=PARALLEL)
 def _max_pool_nhwc(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
-    vec = x.shape[3] == LANES and x.flags.c_contiguous and out.flags.c_contiguous
     for t in prange(out.shape[0] * out.shape[1]):
-        if vec:
-            _max_pool_row_vec(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
-        else:
-            _max_pool_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
+        _max_pool_any_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
 @numba.njit(cache=True)
 def _max_pool_nhwc_serial(x, out, kh, kw, sh, sw, pt, pl, dh, dw):
-    vec = x.shape[3] == LANES and x.flags.c_contiguous and out.flags.c_contiguous
     for t in range(out.shape[0] * out.shape[1]):
-        if vec:
-            _max_pool_row_vec(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
-        else:
-            _max_pool_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
+        _max_pool_any_row(x, out, t, kh, kw, sh, sw, pt, pl, dh, dw)
 
 
 def bind_max_pool_channels_last(x: np.ndarray, out: np.ndarray, attrs: Mapping):

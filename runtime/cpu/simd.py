@@ -127,8 +127,6 @@ def wide_tiles(ow_n):
     """How many TILE-pixel tiles a row of ``ow_n`` pixels starts with; 4-pixel tiles, then
     single pixels, cover the rest. Fewest passes over the weights (each tile re-reads
     them), ties to the wider tile: 16 -> 6+6+4, 8 -> 4+4, 56 -> 8 x 6 + 4+4 (AVX2)."""
-    if TILE == 4:
-        return 0
     best, best_passes = 0, ow_n // 4 + ow_n % 4
     for k in range(ow_n // TILE, 0, -1):
         rest = ow_n - k * TILE
