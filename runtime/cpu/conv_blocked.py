@@ -38,6 +38,7 @@ from .simd import (TILE, finish_store, store_tile, vfma, vfma_tile, vfma_tile_ed
                    vtile, wide_tiles)
 
 B = 16
+_ZERO = np.zeros(B, np.float32)  # what a tap in the padding reads (a constant in the kernel)
 
 
 @numba.njit(cache=True)
@@ -67,9 +68,10 @@ def _tile(accs, xf, wf, x_base, w_base, oh, ow, cb_n, h, w, kh_n, kw_n, sh, sw, 
                         accs = vfma_tile(accs, xf, xi + ic, st,
                                          vload(wf, wb + ic * np.uint64(B)))
                 elif iw + (t_n - 1) * sw >= 0 and iw < w:  # straddles the left/right border
-                    for ic in range(B):
-                        accs = vfma_tile_edge(accs, xf, row + ic, iw, sw, w,
-                                              vload(wf, wb + np.uint64(ic * B)))
+                    for icu in range(B):
+                        ic = np.uint64(icu)
+                        accs = vfma_tile_edge(accs, xf, _ZERO, row, iw, sw, w, ic,
+                                              vload(wf, wb + ic * np.uint64(B)))
     return accs
 
 

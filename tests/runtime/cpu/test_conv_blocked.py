@@ -73,8 +73,8 @@ def test_wide_tiles_cover_the_row_in_fewest_passes(ow_n):
 
 @pytest.mark.parametrize("w", [4, 6, 13])
 def test_blocked_conv_border_taps_ignore_inf_at_the_edge(w):
-    """Taps in the padding read a clamped edge pixel and select zero: an Inf at the edge
-    must not leak into outputs whose every tap is padding (padding 3 > reach 1)."""
+    """Taps in the padding read a zero vector, never a neighbouring pixel: an Inf at the
+    edge must not leak into outputs whose every tap is padding (padding 3 > reach 1)."""
     r = rng(1)
     x = r.standard_normal((2, 16, 5, w)).astype(np.float32)
     x[:, :, :, 0] = np.inf
