@@ -17,7 +17,10 @@ border. The epilogue (bias, residual, activation) runs on the registers before t
 single store.
 
 Depthwise conv (groups == C == O): 16 channels of a block are one vector; each tap is a
-vector FMA of the input pixel's channels with the tap's weights.
+vector FMA of the input pixel's channels with the tap's weights. A task is one row of one
+block, in the same register tiles of pixels as the dense conv (TILE, 4, 1): per tap one
+weight load serves the tile, and no tap is bounds-checked per pixel (border tiles read a
+zero vector for pixels in the padding).
 
 Weights are packed once at bind time from PyTorch's OIHW; a trainer that updates weights
 in place must re-bind (inference graphs never do).
@@ -34,8 +37,8 @@ from ..registry import register_kernel
 from .activation import act_code
 from .elementwise import bind_tanh
 from .jit import PARALLEL
-from .simd import (TILE, finish_store, store_tile, vfma, vfma_tile, vfma_tile_edge, vload,
-                   vtile, wide_tiles)
+from .simd import (TILE, store_tile, vfma_tile, vfma_tile_edge, vfma_vec_tile, vload,
+                   vload_tile, vload_tile_edge, vtile, wide_tiles)
 
 B = 16
 _ZERO = np.zeros(B, np.float32)  # what a tap in the padding reads (a constant in the kernel)
@@ -114,33 +117,60 @@ def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, p
             ow += 1
 
 
+@numba.njit(cache=True)
+def _dw_tile(accs, xf, wf, x_base, w_base, oh, ow, h, w, kh_n, kw_n, sh, sw, pt, pl, dh, dw):
+    """Add the depthwise sums of output pixels ``ow .. ow + T - 1`` of row ``oh`` (one
+    16-channel block) to the tile ``accs``: per tap, T lane-wise FMAs with one weight
+    vector. Border taps read the zero vector for pixels in the padding."""
+    t_n = len(accs)
+    st = sw * B
+    for kh in range(kh_n):
+        ih = oh * sh - pt + kh * dh
+        if ih < 0 or ih >= h:
+            continue
+        row = x_base + ih * w * B
+        for kw in range(kw_n):
+            iw = ow * sw - pl + kw * dw
+            wv = vload(wf, w_base + (kh * kw_n + kw) * B)
+            if iw >= 0 and iw + (t_n - 1) * sw < w:
+                accs = vfma_vec_tile(accs, vload_tile(accs, xf, row + iw * B, st), wv)
+            elif iw + (t_n - 1) * sw >= 0 and iw < w:
+                accs = vfma_vec_tile(accs, vload_tile_edge(accs, xf, _ZERO, row, iw, sw, w),
+                                     wv)
+    return accs
+
+
 def _depthwise(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, pl, dh,
                dw):
     n_img, cb_n, h, w, _ = x.shape
     _, _, oh_n, ow_n, _ = out.shape
     xf, wf, of, rf = x.reshape(-1), wp.reshape(-1), out.reshape(-1), res.reshape(-1)
-    xs_n, xs_c, xs_h = cb_n * h * w * B, h * w * B, w * B
+    xs_n, xs_c = cb_n * h * w * B, h * w * B
     os_n, os_c, os_h = cb_n * oh_n * ow_n * B, oh_n * ow_n * B, ow_n * B
+    ws_c = kh_n * kw_n * B
+    n_wide = wide_tiles(ow_n)
     for t in prange(n_img * cb_n * oh_n):
         n = t // (cb_n * oh_n)
         cb = (t // oh_n) % cb_n
         oh = t % oh_n
         bvec = vload(bias, cb * B)
-        for ow in range(ow_n):
-            acc = bvec
-            for kh in range(kh_n):
-                ih = oh * sh - pt + kh * dh
-                if ih < 0 or ih >= h:
-                    continue
-                row = n * xs_n + cb * xs_c + ih * xs_h
-                for kw in range(kw_n):
-                    iw = ow * sw - pl + kw * dw
-                    if iw < 0 or iw >= w:
-                        continue
-                    wi = ((cb * kh_n + kh) * kw_n + kw) * B
-                    acc = vfma(vload(xf, row + iw * B), vload(wf, wi), acc)
-            finish_store(acc, of, n * os_n + cb * os_c + oh * os_h + ow * B, rf, has_res, act,
-                    alpha)
+        xb, wb = n * xs_n + cb * xs_c, cb * ws_c
+        obase = n * os_n + cb * os_c + oh * os_h
+        for i in range(n_wide):
+            accs = _dw_tile(vtile(bvec, TILE), xf, wf, xb, wb, oh, i * TILE, h, w, kh_n, kw_n,
+                            sh, sw, pt, pl, dh, dw)
+            store_tile(accs, of, obase + i * TILE * B, B, rf, has_res, act, alpha)
+        ow = n_wide * TILE
+        while ow + 4 <= ow_n:
+            acc4 = _dw_tile(vtile(bvec, 4), xf, wf, xb, wb, oh, ow, h, w, kh_n, kw_n, sh, sw,
+                            pt, pl, dh, dw)
+            store_tile(acc4, of, obase + ow * B, B, rf, has_res, act, alpha)
+            ow += 4
+        while ow < ow_n:
+            acc1 = _dw_tile(vtile(bvec, 1), xf, wf, xb, wb, oh, ow, h, w, kh_n, kw_n, sh, sw,
+                            pt, pl, dh, dw)
+            store_tile(acc1, of, obase + ow * B, B, rf, has_res, act, alpha)
+            ow += 1
 
 
 _dense_par = numba.njit(cache=True, parallel=PARALLEL)(_dense)

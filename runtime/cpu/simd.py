@@ -188,6 +188,19 @@ def vfma_tile(typingctx, accs, xf, xi, st, w):
     return accs(accs, xf, xi, st, w), codegen
 
 
+def _edge_pixel(builder, data, zero_p, row, iw, sw, width, j):
+    """Pointer to pixel j of a row tile at the border: column ``iw + j * sw`` of the row at
+    ``data[row]`` (16 floats a pixel), or ``zero_p`` (16 zeros) outside ``[0, width)``."""
+    i64 = ir.IntType(64)
+    zero = ir.Constant(i64, 0)
+    col = builder.add(iw, builder.mul(sw, ir.Constant(i64, j)))
+    inside = builder.and_(builder.icmp_signed(">=", col, zero),
+                          builder.icmp_signed("<", col, width))
+    safe = builder.select(inside, col, zero)  # no out-of-range address is formed
+    return builder.select(inside, builder.gep(data, [builder.add(
+        row, builder.mul(safe, ir.Constant(i64, LANES)))]), zero_p)
+
+
 @intrinsic
 def vfma_tile_edge(typingctx, accs, xf, zf, row, iw, sw, width, ic, w):
     """As ``vfma_tile`` for a tile that straddles the left or right border of its row:
@@ -208,15 +221,8 @@ def vfma_tile_edge(typingctx, accs, xf, zf, row, iw, sw, width, ic, w):
         zero_p = context.make_array(sig.args[2])(context, builder, args[2]).data
         row_v, iw_v, sw_v, width_v, ic_v = (_as_i64(context, builder, v, t)
                                             for v, t in zip(args[3:8], sig.args[3:8]))
-        i64 = ir.IntType(64)
-        zero, lanes = ir.Constant(i64, 0), ir.Constant(i64, LANES)
         for j in range(sig.args[0].count):
-            col = builder.add(iw_v, builder.mul(sw_v, ir.Constant(i64, j)))
-            inside = builder.and_(builder.icmp_signed(">=", col, zero),
-                                  builder.icmp_signed("<", col, width_v))
-            safe = builder.select(inside, col, zero)  # no out-of-range address is formed
-            p = builder.select(inside, builder.gep(data, [builder.add(row_v, builder.mul(
-                safe, lanes))]), zero_p)
+            p = _edge_pixel(builder, data, zero_p, row_v, iw_v, sw_v, width_v, j)
             x = builder.load(builder.gep(p, [ic_v]))
             accs_v = _fma_into(builder, accs_v, j, x, w_v)
         return accs_v
@@ -266,6 +272,50 @@ def vstore_tile(typingctx, accs, arr, idx, stride):
             builder.store(builder.extract_value(args[0], j), p, align=4)
         return context.get_dummy_value()
     return types.none(accs, arr, idx, stride), codegen
+
+
+@intrinsic
+def vload_tile_edge(typingctx, like, xf, zf, row, iw, sw, width):
+    """A tile of the type of ``like`` whose vector j is the pixel at column ``iw + j * sw``
+    of the row starting at ``xf[row]`` (16 floats a pixel), or the zero vector ``zf``
+    where that column is outside ``[0, width)``: a row tile that straddles the border."""
+    ints = (row, iw, sw, width)
+    if not (_tile_type(like) and all(isinstance(a, types.Array) and a.dtype == types.float32
+                                     for a in (xf, zf))
+            and all(isinstance(t, types.Integer) for t in ints)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        out = args[0]
+        data = context.make_array(sig.args[1])(context, builder, args[1]).data
+        zero_p = context.make_array(sig.args[2])(context, builder, args[2]).data
+        row_v, iw_v, sw_v, width_v = (_as_i64(context, builder, v, t)
+                                      for v, t in zip(args[3:7], sig.args[3:7]))
+        for j in range(sig.args[0].count):
+            p = _edge_pixel(builder, data, zero_p, row_v, iw_v, sw_v, width_v, j)
+            out = builder.insert_value(out, builder.load(builder.bitcast(p, _VEC.as_pointer()),
+                                                         align=4), j)
+        return out
+    return like(like, xf, zf, row, iw, sw, width), codegen
+
+
+@intrinsic
+def vfma_vec_tile(typingctx, accs, xs, w):
+    """``accs[j] += xs[j] * w`` for every vector j of the tiles (lane-wise: a depthwise
+    tap, each channel times its own weight)."""
+    if not (_tile_type(accs) and xs == accs and w == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
+                                            "llvm.fma.v16f32")
+        accs_v = args[0]
+        for j in range(sig.args[0].count):
+            a = builder.extract_value(accs_v, j)
+            accs_v = builder.insert_value(
+                accs_v, builder.call(fn, [builder.extract_value(args[1], j), args[2], a]), j)
+        return accs_v
+    return accs(accs, xs, w), codegen
 
 
 @intrinsic

@@ -50,6 +50,11 @@ def blocked_case(n, c, h, w, o, k, s=1, p=0, d=1, g=1, act="relu", res=False, bi
     dict(n=1, c=3, h=32, w=32, o=64, k=7, s=2, p=3),      # ResNet stem
     dict(n=2, c=16, h=12, w=12, o=16, k=3, p=1, g=16),    # depthwise
     dict(n=2, c=20, h=9, w=9, o=20, k=3, s=2, p=1, g=20, res=True),  # depthwise, odd C
+    # depthwise row tiles: AVX-512 8+8+4+1 (AVX2 6+6+4+4+1), each border tile reading zeros
+    dict(n=1, c=32, h=5, w=21, o=32, k=3, p=1, g=32, act="leaky_relu"),
+    dict(n=1, c=48, h=7, w=17, o=48, k=5, s=2, p=2, g=48),      # 5x5, stride 2
+    dict(n=2, c=16, h=6, w=13, o=16, k=3, p=3, d=2, g=16, act="tanh"),  # dilated, p > reach
+    dict(n=1, c=17, h=2, w=2, o=17, k=3, p=1, g=17, bias=False),  # 2x2 plane, one pixel tiles
 ])
 def test_blocked_conv(case):
     out, ref = blocked_case(**case)
@@ -71,20 +76,21 @@ def test_wide_tiles_cover_the_row_in_fewest_passes(ow_n):
     assert passes(k) == min(passes(j) for j in range(ow_n // TILE + 1))
 
 
+@pytest.mark.parametrize("g", [1, 16])
 @pytest.mark.parametrize("w", [4, 6, 13])
-def test_blocked_conv_border_taps_ignore_inf_at_the_edge(w):
+def test_blocked_conv_border_taps_ignore_inf_at_the_edge(w, g):
     """Taps in the padding read a zero vector, never a neighbouring pixel: an Inf at the
     edge must not leak into outputs whose every tap is padding (padding 3 > reach 1)."""
     r = rng(1)
     x = r.standard_normal((2, 16, 5, w)).astype(np.float32)
     x[:, :, :, 0] = np.inf
     x[:, :, :, -1] = -np.inf
-    wt = r.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    wt = r.standard_normal((16, 16 // g, 3, 3)).astype(np.float32)
     b = r.standard_normal(16).astype(np.float32)
     t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
-    ref = F.conv2d(t(x), t(wt), t(b), 1, 3).numpy()
+    ref = F.conv2d(t(x), t(wt), t(b), 1, 3, 1, g).numpy()
     attrs = dict(out_channels=16, kernel_size=(3, 3), stride=(1, 1), padding=(3,) * 4,
-                 dilation=(1, 1), groups=1, bias=True, activation="none", alpha=0.0,
+                 dilation=(1, 1), groups=g, bias=True, activation="none", alpha=0.0,
                  residual=False)
     out = from_nchwc(run_kernel("conv2d", [to_nchwc(x), wt, b], (2, 1, 9, w + 4, 16), attrs,
                                 layout="NCHW16c"), 16)
