@@ -166,11 +166,11 @@ def _bind_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
     """The registered kernel of ``layout`` bound to random data of ``batch`` images
     (default ``calibration_batch``); returns (run, images)."""
     from runtime.registry import get_kernel
-    from .passes.select_layout import physical_shape
+    from .passes.select_layout import input_layout, physical_shape
     batch = batch or calibration_batch(w_shape, out_shape)
     xs = (batch, *x_shape[1:])
     os_ = (batch, *out_shape[1:])
-    x = _noise(physical_shape(xs, layout))
+    x = _noise(physical_shape(xs, input_layout(layout, x_shape[1], attrs["groups"])))
     wt = _noise(tuple(w_shape))
     b = _noise((w_shape[0],))
     # read-only, as a graph's constants are (ir.Graph freezes them): Numba compiles a

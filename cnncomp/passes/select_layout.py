@@ -2,10 +2,11 @@
 
 Layouts: "NCHW" (PyTorch's), "NHWC" (channels last) and "NCHW16c" (channels in blocks
 of 16, the vector width of AVX-512: an (N, C, H, W) tensor is stored as
-(N, ceil(C/16), H, W, 16), padded channels zero). The IR keeps every value's logical NCHW shape; only ``Value.layout``
-changes, and lowering derives the physical buffer shape from it. A dense conv of fewer
-than 16 input channels (an RGB stem) never runs blocked: it would multiply 16 channels,
-most of them padding, so the region starts at its output.
+(N, ceil(C/16), H, W, 16), padded channels zero). The IR keeps every value's logical NCHW
+shape; only ``Value.layout`` changes, and lowering derives the physical buffer shape from
+it. A dense conv of fewer than 16 input channels (an RGB stem) runs blocked reading its
+input in NCHW (``input_layout``): blocked, it would multiply 16 channels, most of them
+padding, so the region starts at its output and its input needs no conversion.
 
 An op can run blocked when the runtime registers a kernel for it in that layout, or when
 it is a zero-preserving elementwise op (its kernel works on the flat buffer and keeps the
@@ -69,14 +70,25 @@ def can_block(g: Graph, n: Node, kernels: set[str], layout: str = BLOCKED) -> bo
                 and all(g.values[i].shape[1] % BLOCK == 0 for i in n.inputs))
     if n.op is Op.CONV2D:
         c = g.values[n.inputs[0]].shape[1]
-        if n.attrs.groups == 1 and c < BLOCK:
-            # a stem's RGB: blocked, 13 of 16 input channels would be zero padding the
-            # kernel multiplies (1.6-5x the NCHW direct conv plus converting its output,
-            # measured on CIFAR, ImageNet and LeNet stems); it runs NCHW before the region
-            return False
         ok_groups = n.attrs.groups == 1 or n.attrs.groups == c == n.attrs.out_channels
         return ok_groups and "conv2d" in kernels
     return n.op.value in kernels
+
+
+def input_layout(layout: str, channels: int, groups: int) -> str:
+    """The layout a conv running in ``layout`` reads its data input in. A dense conv of
+    fewer than 16 input channels (an RGB stem) reads NCHW and writes NCHW16c: blocked, 13
+    of 16 input channels would be zero padding the kernel multiplies (1.6-5x the NCHW
+    conv plus converting its output), and reading the planes directly beat the NCHW conv
+    plus that conversion 1.4-2.2x on the zoo's stems."""
+    return "NCHW" if layout == BLOCKED and groups == 1 and channels < BLOCK else layout
+
+
+def _data_layout(g: Graph, n: Node, i: str, layout: str) -> str:
+    """The layout node ``n`` (running in ``layout``) reads its input ``i`` in."""
+    if n.op is Op.CONV2D and i == n.inputs[0]:
+        return input_layout(layout, g.values[i].shape[1], n.attrs.groups)
+    return layout
 
 
 def _regions(g: Graph, eligible: set[str]) -> list[set[str]]:
@@ -127,7 +139,7 @@ def conv_cost(g: Graph, n: Node, layout: str, target: str = "cpu") -> float:
     flops = op_def(n.op).flops(n.attrs, [x], out)
     c, o = x[1], out[1]
     waste = _padded(o) / o if layout == BLOCKED else 1.0
-    if n.attrs.groups == 1 and layout == BLOCKED:
+    if n.attrs.groups == 1 and input_layout(layout, c, 1) == BLOCKED:
         waste *= _padded(c) / c
     return flops / 1e9 * waste / GFLOPS[layout]
 
@@ -144,8 +156,10 @@ def region_gain(g: Graph, region: set[str], layout: str = BLOCKED, target: str =
                 gain += conv_cost(g, n, "NCHW", target) - conv_cost(g, n, layout, target)
             for i in n.inputs:
                 p = g.producer(i)
-                if g.values[i].kind != PARAM and (p is None or p.name not in region):
-                    boundary.add(i)
+                inside = p is not None and p.name in region
+                if g.values[i].kind != PARAM and inside != (_data_layout(g, n, i, layout)
+                                                            == layout):
+                    boundary.add(i)  # read in a layout its producer does not write
         else:
             for i in n.inputs:
                 p = g.producer(i)
@@ -190,8 +204,8 @@ def assign_layouts(g: Graph, blocked: set[str], layout: str = BLOCKED) -> Graph:
 
     for n in g.nodes:
         want = layout if n.name in blocked else "NCHW"
-        ins = tuple(convert(i, want, n.name) if len(values[i].shape) == 4 else i
-                    for i in n.inputs)
+        ins = tuple(convert(i, _data_layout(g, n, i, want), n.name)
+                    if len(values[i].shape) == 4 else i for i in n.inputs)
         outs, to_nchw = [], []
         for o in n.outputs:
             v = values[o]

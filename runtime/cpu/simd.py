@@ -188,9 +188,10 @@ def vfma_tile(typingctx, accs, xf, xi, st, w):
     return accs(accs, xf, xi, st, w), codegen
 
 
-def _edge_pixel(builder, data, zero_p, row, iw, sw, width, j):
+def _edge_pixel(builder, data, zero_p, row, iw, sw, width, j, ps=None):
     """Pointer to pixel j of a row tile at the border: column ``iw + j * sw`` of the row at
-    ``data[row]`` (16 floats a pixel), or ``zero_p`` (16 zeros) outside ``[0, width)``."""
+    ``data[row]`` (``ps`` floats a pixel, default 16), or ``zero_p`` (16 zeros) outside
+    ``[0, width)``."""
     i64 = ir.IntType(64)
     zero = ir.Constant(i64, 0)
     col = builder.add(iw, builder.mul(sw, ir.Constant(i64, j)))
@@ -198,35 +199,36 @@ def _edge_pixel(builder, data, zero_p, row, iw, sw, width, j):
                           builder.icmp_signed("<", col, width))
     safe = builder.select(inside, col, zero)  # no out-of-range address is formed
     return builder.select(inside, builder.gep(data, [builder.add(
-        row, builder.mul(safe, ir.Constant(i64, LANES)))]), zero_p)
+        row, builder.mul(safe, ir.Constant(i64, LANES) if ps is None else ps))]), zero_p)
 
 
 @intrinsic
-def vfma_tile_edge(typingctx, accs, xf, zf, row, iw, sw, width, ic, w):
+def vfma_tile_edge(typingctx, accs, xf, zf, row, iw, sw, width, ps, ic, w):
     """As ``vfma_tile`` for a tile that straddles the left or right border of its row:
     pixel j reads channel ``ic`` of column ``iw + j * sw`` of the row starting at
-    ``xf[row]`` (16 floats a pixel), or ``zf[ic]`` (a zero vector) where that column is
-    outside ``[0, width)``. The choice is a pointer select that does not depend on ``ic``,
-    so LLVM hoists it out of the channel loop: the loop body is a load and an FMA per
-    pixel, as in the interior (a select on each loaded value cost 20% at 8x8 planes)."""
-    ints = (row, iw, sw, width, ic)
+    ``xf[row]`` (``ps`` floats a pixel, ``ic < ps <= 16``), or ``zf[ic]`` (a zero vector)
+    where that column is outside ``[0, width)``. The choice is a pointer select that does
+    not depend on ``ic``, so LLVM hoists it out of the channel loop: the loop body is a
+    load and an FMA per pixel, as in the interior (a select on each loaded value cost 20%
+    at 8x8 planes)."""
+    ints = (row, iw, sw, width, ps, ic)
     if not (_tile_type(accs) and all(isinstance(a, types.Array) and a.dtype == types.float32
                                      for a in (xf, zf))
             and all(isinstance(t, types.Integer) for t in ints) and w == f32x16):
         return None
 
     def codegen(context, builder, sig, args):
-        accs_v, w_v = args[0], args[8]
+        accs_v, w_v = args[0], args[9]
         data = context.make_array(sig.args[1])(context, builder, args[1]).data
         zero_p = context.make_array(sig.args[2])(context, builder, args[2]).data
-        row_v, iw_v, sw_v, width_v, ic_v = (_as_i64(context, builder, v, t)
-                                            for v, t in zip(args[3:8], sig.args[3:8]))
+        row_v, iw_v, sw_v, width_v, ps_v, ic_v = (_as_i64(context, builder, v, t)
+                                                  for v, t in zip(args[3:9], sig.args[3:9]))
         for j in range(sig.args[0].count):
-            p = _edge_pixel(builder, data, zero_p, row_v, iw_v, sw_v, width_v, j)
+            p = _edge_pixel(builder, data, zero_p, row_v, iw_v, sw_v, width_v, j, ps_v)
             x = builder.load(builder.gep(p, [ic_v]))
             accs_v = _fma_into(builder, accs_v, j, x, w_v)
         return accs_v
-    return accs(accs, xf, zf, row, iw, sw, width, ic, w), codegen
+    return accs(accs, xf, zf, row, iw, sw, width, ps, ic, w), codegen
 
 
 def _strided_ok(tile, arr, idx, stride) -> bool:

@@ -16,8 +16,8 @@ from tests.helpers import rel_err
 CTX = PassContext()
 
 
-def chain(c=16, hw=8, sigmoid=False):
-    x = fe.Input((3, hw, hw), name="x")
+def chain(c=16, hw=8, sigmoid=False, cin=3):
+    x = fe.Input((cin, hw, hw), name="x")
     h = fe.ReLU(name="r1")(fe.Conv2d(c, 3, padding=1, name="c1")(x))
     h = fe.Conv2d(c, 3, padding=1, name="c2")(h)
     h = fe.Sigmoid(name="s")(h) if sigmoid else fe.ReLU(name="r2")(fe.Add(name="a")(h, h))
@@ -30,7 +30,7 @@ def _transforms(g):
 
 
 def test_assign_layouts_converts_once_at_each_edge():
-    g = chain().graph
+    g = chain(cin=16).graph
     blocked = {"c1", "r1", "c2", "a", "r2", "c3"}
     out = assign_layouts(g, blocked)
     out.verify()
@@ -80,22 +80,42 @@ def test_every_layout_gives_the_same_outputs(layout, batch):
     x = np.random.default_rng(batch).standard_normal((batch, 3, 8, 8)).astype(np.float32)
     assert rel_err(m(x), ref(x)) < 1e-5
     transforms = sum(k.op == "layout_transform" for k in m.kernels)
-    if layout == "NCHWc":
-        assert transforms == 2
+    if layout == "NCHWc":  # the 3-channel stem reads NCHW: one conversion, out
+        assert transforms == 1
     if layout == "NHWC":  # the whole conv region, GAP included: one conversion, in
         assert transforms == 1 and {k.name: k.layout for k in m.kernels}["gap"] == "NHWC"
 
 
 @needs_blocked
-def test_a_few_channel_dense_conv_stays_nchw_before_the_blocked_region():
-    """A stem's 3 input channels would be 3 of 16 in NCHW16c: it runs NCHW and the
-    region starts at its output (one conversion, of the stem's output)."""
+def test_a_few_channel_dense_conv_reads_nchw_and_writes_blocked():
+    """A stem's 3 input channels would be 3 of 16 in NCHW16c: it reads the NCHW input
+    and writes NCHW16c, so the region needs no conversion on the way in."""
     g = fuse_epilogues(fold_batch_norm(chain().graph, CTX), CTX)
     out = select_layout(g, PassContext(layout="NCHWc"))
     layouts = {n.name: out.values[n.outputs[0]].layout for n in out.nodes}
-    assert layouts["c1"] == "NCHW" and layouts["c2"] == BLOCKED
-    first = _transforms(out)[0]
-    assert (first.inputs[0], first.attrs.dst) == (out.node("c1").outputs[0], BLOCKED)
+    assert layouts["c1"] == BLOCKED and layouts["c2"] == BLOCKED
+    assert out.node("c1").inputs[0] == "x"
+    assert [(t.attrs.src, t.attrs.dst) for t in _transforms(out)] == [(BLOCKED, "NCHW")]
+
+
+@needs_blocked
+@pytest.mark.parametrize("batch", [1, 2])
+def test_a_few_channel_conv_inside_the_region_gets_its_input_in_nchw(batch):
+    """LeNet's second conv reads 6 channels: inside a blocked region its input is
+    converted back to NCHW for it, and every output still agrees."""
+    x = fe.Input((1, 12, 12), name="x")
+    h = fe.MaxPool2d(2, name="p1")(fe.ReLU()(fe.Conv2d(6, 3, name="c1")(x)))
+    h = fe.ReLU()(fe.Conv2d(16, 3, padding=1, name="c2")(h))
+    net = fe.Model(x, fe.Linear(3, name="fc")(fe.Flatten()(h)), name="lenet_like")
+    m = cnncomp.compile(net, layout="NCHWc", verify=True)
+    ref = cnncomp.compile(net, layout="NCHW", fuse=False)
+    xs = np.random.default_rng(batch).standard_normal((batch, 1, 12, 12)).astype(np.float32)
+    assert rel_err(m(xs), ref(xs)) < 1e-5
+    layouts = {k.name: k.layout for k in m.kernels}
+    assert layouts["c1"] == layouts["p1"] == layouts["c2"] == BLOCKED
+    to_nchw = m.graph.producer(m.graph.node("c2").inputs[0])
+    assert to_nchw.op is Op.LAYOUT_TRANSFORM and to_nchw.inputs == ("p1",)
+    assert (to_nchw.attrs.src, to_nchw.attrs.dst) == (BLOCKED, "NCHW")
 
 
 def zoo_like():

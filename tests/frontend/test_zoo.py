@@ -61,16 +61,17 @@ def test_resnet18_layout_converts_once_at_each_edge(layout):
     stem = convs.pop("stem_conv")
     (chosen,) = set(convs.values())
     assert layout == "auto" or chosen == {"NCHWc": "NCHW16c"}.get(layout, layout)
-    # the 3-channel stem runs blocked never (13 of 16 channels would be padding)
-    assert stem == ("NCHW" if chosen == "NCHW16c" else chosen)
+    # the 3-channel stem too: in NCHW16c it reads the NCHW input as planes
+    assert stem == chosen
     transforms = [n for n in m.graph.nodes if n.op is Op.LAYOUT_TRANSFORM]
-    # in at the input (NCHW16c: after the stem); out before the classifier, except that
-    # NHWC's global average pool already writes the (N, C) the Linear reads
-    assert len(transforms) == {"NCHW": 0, "NHWC": 1, "NCHW16c": 2}[chosen]
-    if chosen != "NCHW":
-        first = 1 if chosen == "NCHW16c" else 0
-        assert m.graph.nodes[first] is transforms[0]
-        assert kinds[first][1] == "layout_transform"
+    # NHWC: in at the input; NCHW16c: out before the classifier (NHWC's global average
+    # pool already writes the (N, C) the Linear reads)
+    assert len(transforms) == {"NCHW": 0, "NHWC": 1, "NCHW16c": 1}[chosen]
+    if chosen == "NHWC":
+        assert m.graph.nodes[0] is transforms[0] and kinds[0][1] == "layout_transform"
+    if chosen == "NCHW16c":
+        assert m.graph.nodes[0].name == "stem_conv" and m.graph.nodes[0].inputs[0] == "x"
+        assert transforms[0].outputs[0] == m.graph.node("gap").inputs[0]
 
 
 def test_unknown_builtin():

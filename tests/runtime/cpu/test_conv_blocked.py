@@ -15,14 +15,14 @@ ACTS = {"none": lambda t: t, "relu": F.relu, "leaky_relu": lambda t: F.leaky_rel
 
 
 def blocked_case(n, c, h, w, o, k, s=1, p=0, d=1, g=1, act="relu", res=False, bias=True,
-                 seed=0):
+                 seed=0, planar=False):
     r = rng(seed)
     x = r.standard_normal((n, c, h, w)).astype(np.float32)
     wt = r.standard_normal((o, c // g, k, k)).astype(np.float32)
     b = r.standard_normal(o).astype(np.float32)
     t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
     ref = F.conv2d(t(x), t(wt), t(b) if bias else None, s, p, d, g)
-    ins = [to_nchwc(x), wt] + ([b] if bias else [])
+    ins = [x if planar else to_nchwc(x), wt] + ([b] if bias else [])
     if res:
         rr = r.standard_normal(tuple(ref.shape)).astype(np.float32)
         ref = ref + t(rr)
@@ -61,6 +61,22 @@ def test_blocked_conv(case):
     o = ref.shape[1]
     assert rel_err(from_nchwc(out, o), ref) < 1e-5
     if o % 16:  # padding channels of the last block stay exactly zero
+        assert (out[:, -1, :, :, o % 16:] == 0).all()
+
+
+@pytest.mark.parametrize("case", [
+    dict(n=2, c=3, h=32, w=32, o=64, k=3, p=1),                 # CIFAR stem
+    dict(n=1, c=3, h=23, w=29, o=64, k=7, s=2, p=3),            # ImageNet stem, odd sizes
+    dict(n=3, c=1, h=28, w=28, o=6, k=5, act="tanh"),           # LeNet: 6 of 16 outputs
+    dict(n=1, c=15, h=9, w=13, o=20, k=3, s=2, p=2, d=2, res=True, act="leaky_relu"),
+    dict(n=2, c=2, h=5, w=3, o=17, k=3, p=4, bias=False),       # padding beyond the reach
+])
+def test_blocked_conv_reads_an_nchw_input(case):
+    """A stem's few channels are read as planes (NCHW) and the output written NCHW16c."""
+    out, ref = blocked_case(**case, planar=True)
+    o = ref.shape[1]
+    assert rel_err(from_nchwc(out, o), ref) < 1e-5
+    if o % 16:
         assert (out[:, -1, :, :, o % 16:] == 0).all()
 
 
@@ -114,6 +130,10 @@ def test_blocked_conv_rejects_unsupported_cases():
                                                dict(attrs, groups=1, activation="sigmoid"))
     with pytest.raises(ValueError, match="needs 4 input channels, the blocked input has 2"):
         get_kernel("conv2d", "cpu", "NCHW16c")([np.zeros((1, 2, 5, 5, 16), np.float32), w],
+                                               [np.zeros((1, 1, 3, 3, 16), np.float32)],
+                                               dict(attrs, groups=1))
+    with pytest.raises(ValueError, match=r"input of 4 channels, got \(1, 3, 5, 5\)"):
+        get_kernel("conv2d", "cpu", "NCHW16c")([np.zeros((1, 3, 5, 5), np.float32), w],
                                                [np.zeros((1, 1, 3, 3, 16), np.float32)],
                                                dict(attrs, groups=1))
 
