@@ -1,8 +1,11 @@
 """Conv2d CPU kernel for NCHW, with the fused epilogue (bias, residual, activation).
 
-Four paths, picked once at bind time:
+Five paths, picked once at bind time:
+* groups 1, 16 or more input and output channels: the blocked NCHW16c kernel
+  (conv_blocked.py) between two layout conversions into scratch, ~2x im2col + BLAS with
+  the conversions (what training runs, whose tensors are NCHW).
 * stride 1, groups 1, C*kh*kw <= 576: conv_direct.py, a register-tiled direct loop
-  (LeNet-5's convs, stems, 3x3 convs up to 64 channels); BLAS runs short GEMMs slowly.
+  (LeNet-5's convs, stems); BLAS runs short GEMMs slowly.
 * 1x1, stride 1, no padding, groups 1: a GEMM per image, weight (O, C) @ x (C, H*W).
 * groups 1 otherwise: im2col per image into a scratch matrix (C*kh*kw, OH*OW), then a
   BLAS GEMM straight into the output. Deep layers with few pixels per image im2col
@@ -23,7 +26,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from . import conv_direct
+from . import conv_blocked, conv_direct
 from .activation import act_code, act_inplace, apply_act
 from .jit import PARALLEL
 
@@ -189,6 +192,8 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
     if groups != 1:
         return lambda: _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
                                sh, sw, pt, pl, dh, dw, groups)
+    if conv_blocked.suits_nchw(c, o_n, groups, attrs.get("activation", "none")):
+        return conv_blocked.bind_nchw(ins, outs, attrs)
     if conv_direct.suits(c, kh, kw, (sh, sw), (dh, dw), groups):
         return conv_direct.bind(x, w.reshape(o_n, c * kh * kw), out, kh, kw,
                                 (pt, pl, pb, pr), bias, has_bias, res, has_res, code, alpha)

@@ -181,14 +181,37 @@ _dense_par = numba.njit(cache=True, parallel=PARALLEL)(_dense)
 _depthwise_par = numba.njit(cache=True, parallel=PARALLEL)(_depthwise)
 
 
-def pack_dense(w: np.ndarray, cpb: int = B) -> np.ndarray:
+@numba.njit(cache=True, parallel=PARALLEL)
+def _pack_dense(w, p, flip):
+    """Fill ``p`` (O/16, C/cpb, kh, kw, cpb, 16) from the OIHW weight ``w``, zero past
+    its channels. ``flip``: ``w`` is the weight of the conv whose dL/dx this conv computes
+    (dL/dx = the full conv of dL/dy with it transposed and flipped in space)."""
+    ob_n, cb_n, kh_n, kw_n, cpb, _ = p.shape
+    o_n, c_n = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
+    for t in prange(ob_n * cb_n):
+        ob, cb = t // cb_n, t % cb_n
+        for i in range(kh_n):
+            for j in range(kw_n):
+                for ci in range(cpb):
+                    c = cb * cpb + ci
+                    for co in range(B):
+                        o = ob * B + co
+                        v = np.float32(0.0)
+                        if o < o_n and c < c_n:
+                            v = w[c, o, kh_n - 1 - i, kw_n - 1 - j] if flip else w[o, c, i, j]
+                        p[ob, cb, i, j, ci, co] = v
+
+
+def pack_dense(w: np.ndarray, cpb: int = B, flip: bool = False) -> np.ndarray:
     """OIHW -> (O/16, C/cpb, kh, kw, cpb in, 16 out), zero-padded: input channels in the
-    blocks of the input's layout (16, or 1 for an NCHW input)."""
+    blocks of the input's layout (16, or 1 for an NCHW input). ``flip``: pack the
+    transposed, spatially flipped weight (C, O, kh, kw) of a conv's dL/dx."""
     o, c, kh, kw = w.shape
-    ob, cb = -(-o // B), -(-c // cpb)
-    p = np.zeros((ob * B, cb * cpb, kh, kw), np.float32)
-    p[:o, :c] = w
-    return np.ascontiguousarray(p.reshape(ob, B, cb, cpb, kh, kw).transpose(0, 2, 4, 5, 3, 1))
+    if flip:
+        o, c = c, o
+    p = np.empty((-(-o // B), -(-c // cpb), kh, kw, cpb, B), np.float32)
+    _pack_dense(w, p, flip)
+    return p
 
 
 def pack_depthwise(w: np.ndarray) -> np.ndarray:
@@ -201,10 +224,15 @@ def pack_depthwise(w: np.ndarray) -> np.ndarray:
 
 
 @register_kernel("conv2d", "cpu", "NCHW16c")
-def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
-    """conv2d on NCHW16c tensors (dense or depthwise), with the fused epilogue."""
+def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping,
+                      flip: bool = False):
+    """conv2d on NCHW16c tensors (dense or depthwise), with the fused epilogue. Weights
+    and bias are packed at bind time, and again before every call when they are writable
+    (a trainer updates them in place; an inference graph's constants are read-only).
+    ``flip``: dense only, ``ins[1]`` is the (O, C, kh, kw) weight of the conv whose dL/dx
+    this one computes, used transposed and flipped."""
     x, w, out = ins[0], ins[1], outs[0]
-    o_n, cg = w.shape[:2]
+    o_n, cg = (w.shape[1], w.shape[0]) if flip else w.shape[:2]
     groups = int(attrs["groups"])
     act = act_code(attrs.get("activation", "none"))
     if act == 3:
@@ -217,8 +245,7 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
         raise ValueError(f"conv2d NCHW16c: the residual {ins[-1].shape} must be C-contiguous")
     res = ins[-1].reshape(-1) if has_res else np.zeros(B, np.float32)
     bias = np.zeros(out.shape[1] * B, np.float32)
-    if attrs["bias"]:
-        bias[:o_n] = ins[2]
+    b_in = ins[2] if attrs["bias"] else None
     (kh, kw), (sh, sw), (dh, dw) = attrs["kernel_size"], attrs["stride"], attrs["dilation"]
     pt, pl = attrs["padding"][:2]
     alpha = np.float32(attrs.get("alpha", 0.0))
@@ -230,14 +257,12 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
             raise ValueError(f"conv2d NCHW -> NCHW16c: weight {w.shape} needs a C-contiguous "
                              f"input of {cg} channels, got {x.shape}")
         x, chans = x.reshape(*x.shape, 1), (0,)
-        wp = pack_dense(w, 1)
-        fn = _dense_par
+        fn, wp = _dense_par, pack_dense(w, 1, flip)
     elif groups == 1:
         if -(-cg // B) != x.shape[1]:
             raise ValueError(f"conv2d NCHW16c: weight {w.shape} needs {cg} input channels, "
                              f"the blocked input has {x.shape[1]} blocks of 16")
-        wp = pack_dense(w)
-        fn = _dense_par
+        fn, wp = _dense_par, pack_dense(w, B, flip)
         if ((kh, kw, sh, sw) == (1, 1, 1, 1) and not any(attrs["padding"])
                 and x.flags.c_contiguous and out.flags.c_contiguous):
             # pointwise: pixels are independent, so the plane is one row of H*W pixels and
@@ -245,19 +270,71 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
             # one pixel per pass, each re-reading the weights: 0.20 -> 0.12 ms at b1)
             x = x.reshape(x.shape[0], x.shape[1], 1, -1, B)
             out = out.reshape(out.shape[0], out.shape[1], 1, -1, B)
-    elif cg == 1 and groups == o_n and out.shape[1] == x.shape[1]:
-        wp = pack_depthwise(w)
-        fn = _depthwise_par
+    elif cg == 1 and groups == o_n and out.shape[1] == x.shape[1] and not flip:
+        fn, wp = _depthwise_par, pack_depthwise(w)
     else:
         raise NotImplementedError(f"conv2d NCHW16c supports groups=1 and depthwise, got "
                                   f"groups={groups} with weight {w.shape}")
+
+    def refresh() -> None:
+        if fn is _dense_par:
+            _pack_dense(w, wp, flip)
+        else:
+            wp[...] = pack_depthwise(w)
+        if b_in is not None:
+            bias[:o_n] = b_in
+    refresh()
+    changing = w.flags.writeable or (b_in is not None and b_in.flags.writeable)
     if fn is _dense_par:
-        run = lambda a: fn(x, wp, bias, res, out, has_res, a, alpha, kh, kw, sh, sw,  # noqa: E731
-                           pt, pl, dh, dw, chans)
+        call = lambda a: fn(x, wp, bias, res, out, has_res, a, alpha, kh, kw, sh, sw,  # noqa: E731
+                            pt, pl, dh, dw, chans)
     else:
-        run = lambda a: fn(x, wp, bias, res, out, has_res, a, alpha, kh, kw, sh, sw,  # noqa: E731
-                           pt, pl, dh, dw)
-    if act == act_code("tanh"):  # tanh(0) == 0 keeps the padding channels zero
-        tanh = bind_tanh([out], [out], {})
-        return lambda: (run(0), tanh())
-    return lambda: run(act)
+        call = lambda a: fn(x, wp, bias, res, out, has_res, a, alpha, kh, kw, sh, sw,  # noqa: E731
+                            pt, pl, dh, dw)
+    tanh = bind_tanh([out], [out], {}) if act == act_code("tanh") else None
+
+    def run() -> None:
+        if changing:
+            refresh()
+        if tanh is None:
+            call(act)
+        else:  # tanh(0) == 0 keeps the padding channels zero
+            call(0)
+            tanh()
+    return run
+
+
+def _blocked(shape: tuple) -> tuple:
+    n, c, h, w = shape
+    return (n, -(-c // B), h, w, B)
+
+
+def suits_nchw(c: int, o: int, groups: int, act: str) -> bool:
+    """Should an NCHW conv run this kernel between two layout conversions? Dense convs of
+    16 or more input and output channels: the blocked kernel runs ~2x im2col + BLAS and
+    converting its input and output costs a fraction of that (ResNet-18 training)."""
+    return groups == 1 and c >= B and o >= B and act != "sigmoid"
+
+
+def bind_nchw(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping,
+              flip: bool = False):
+    """An NCHW conv (or, ``flip``, a stride-1 conv's dL/dx from NCHW dL/dy) run blocked:
+    its input (and residual) converted into NCHW16c scratch, the output converted back."""
+    from .layout import bind_layout_transform
+    to_b, back = dict(src="NCHW", dst="NCHW16c"), dict(src="NCHW16c", dst="NCHW")
+    x, out = ins[0], outs[0]
+    xb = np.zeros(_blocked(x.shape), np.float32)
+    ob = np.empty(_blocked(out.shape), np.float32)
+    steps = [bind_layout_transform([x], [xb], to_b)]
+    blocked_ins = [xb, *ins[1:]]
+    if attrs.get("residual", False):
+        rb = np.empty_like(ob)
+        steps.append(bind_layout_transform([ins[-1]], [rb], to_b))
+        blocked_ins[-1] = rb
+    steps.append(bind_conv2d_nchwc(blocked_ins, [ob], attrs, flip))
+    steps.append(bind_layout_transform([ob], [out], back))
+
+    def run() -> None:
+        for step in steps:
+            step()
+    return run

@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from . import conv_direct
+from . import conv_blocked, conv_direct
 from .conv import (_gather_images, _im2col_group, _scatter_epilogue, _valid_range,
                    images_per_gemm)
 from .jit import PARALLEL
@@ -152,6 +152,14 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
     if groups != 1:
         return lambda: _grad_input_direct(gy, w, gx, sh, sw, pt, pl, dh, dw, groups)
     full = (kh - 1 - pt, kw - 1 - pl, kh - 1 - pb, kw - 1 - pr)
+    if ((sh, sw, dh, dw) == (1, 1, 1, 1) and min(full) >= 0
+            and conv_blocked.suits_nchw(o_n, c, groups, "none")):
+        # stride 1: dL/dx is the "full" convolution of dL/dy with the weight flipped in
+        # space and transposed, i.e. a forward conv: the blocked kernel, packing the
+        # flipped weight itself (before every call: the weights change)
+        return conv_blocked.bind_nchw([gy, w], [gx], dict(
+            kernel_size=(kh, kw), stride=(1, 1), dilation=(1, 1), padding=full, groups=1,
+            bias=False, activation="none", residual=False), flip=True)
     if (conv_direct.suits(o_n, kh, kw, (sh, sw), (dh, dw), groups)
             and min(full) >= 0):
         # stride 1: dL/dx is the "full" convolution of dL/dy with the weight flipped in

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from runtime.registry import get_kernel
 from tests.helpers import rel_err, rng, run_kernel
 
 ACTS = {"none": lambda t: t, "relu": F.relu, "leaky_relu": lambda t: F.leaky_relu(t, 0.1),
@@ -51,6 +52,13 @@ def conv_case(n, c, h, w, o, k, s=1, p=0, d=1, g=1, bias=True, act="none", res=F
     dict(n=2, c=3, h=5, w=5, o=2, k=5),                      # kernel == input
     dict(n=2, c=2, h=6, w=7, o=3, k=3, pads=(0, 1, 2, 0)),   # asymmetric padding
     dict(n=2, c=3, h=32, w=32, o=16, k=7, s=2, p=3, bias=False),  # ResNet stem shape
+    # 16+ input and output channels: the blocked kernel between two conversions
+    dict(n=1, c=16, h=5, w=7, o=16, k=3, p=1),                # batch 1, odd sizes
+    dict(n=2, c=17, h=9, w=8, o=33, k=3, s=2, p=1, act="relu", res=True),
+    dict(n=2, c=32, h=6, w=6, o=20, k=1, act="tanh"),         # pointwise
+    dict(n=2, c=20, h=10, w=9, o=16, k=3, p=2, d=2, act="leaky_relu"),  # dilation
+    dict(n=2, c=16, h=6, w=7, o=24, k=3, pads=(0, 1, 2, 0)),  # asymmetric padding
+    dict(n=1, c=16, h=6, w=6, o=16, k=3, p=1, act="sigmoid"),  # sigmoid: not blocked
 ])
 def test_conv_grid(case):
     y, ref = conv_case(**case)
@@ -81,3 +89,30 @@ def test_conv_nan_propagates_only_through_its_window(g):
     y = run_kernel("conv2d", [x, w], (1, 2, 4, 4), attrs)
     nan = np.isnan(y)
     assert nan[0, 0, :2, :2].all() and nan.sum() == (8 if g == 1 else 4)
+
+
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_grad_input"])
+def test_blocked_nchw_paths_follow_weights_updated_in_place(op):
+    """Training updates weights in place between steps: the blocked kernel packs them
+    again before each call (an inference graph's read-only weights are packed once)."""
+    r = rng(5)
+    x = r.standard_normal((2, 16, 6, 5)).astype(np.float32)
+    w = r.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    fwd = dict(out_channels=32, kernel_size=(3, 3), stride=(1, 1), padding=(1,) * 4,
+               dilation=(1, 1), groups=1, bias=False, activation="none", alpha=0.0,
+               residual=False)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    if op == "conv2d":
+        out = np.zeros((2, 32, 6, 5), np.float32)
+        run = get_kernel("conv2d", "cpu", "NCHW")([x, w], [out], fwd)
+        ref = lambda: F.conv2d(t(x), t(w), None, 1, 1).numpy()  # noqa: E731
+    else:
+        gy = r.standard_normal((2, 32, 6, 5)).astype(np.float32)
+        out = np.zeros_like(x)
+        run = get_kernel(op, "cpu", "NCHW", "backward")(
+            [gy, w], [out], {"fwd": fwd, "shape": x.shape[1:]})
+        ref = lambda: torch.nn.grad.conv2d_input(x.shape, t(w), t(gy), 1, 1).numpy()  # noqa
+    for _ in range(2):
+        run()
+        assert rel_err(out, ref()) < 1e-5
+        w -= 0.5 * r.standard_normal(w.shape).astype(np.float32)  # an SGD step, in place

@@ -55,6 +55,11 @@ CONV_CASES = [
     dict(n=2, c=70, h=6, w=5, o=32, k=3, p=(1, 1, 1, 1)),             # O*kh*kw = MAX_ROWS
     dict(n=5, c=17, h=9, w=8, o=9, k=3, p=(1, 0, 0, 1)),              # C*kh*kw = 153, O % 4
     dict(n=16, c=8, h=20, w=19, o=13, k=3, p=(1, 1, 1, 1)),           # parallel dL/dW
+    # 16+ channels both ways: forward and dL/dx (stride 1) run the blocked kernel
+    dict(n=2, c=20, h=7, w=6, o=17, k=3, p=(1, 1, 1, 1)),
+    dict(n=1, c=16, h=5, w=6, o=16, k=3, p=(0, 1, 2, 0)),             # asymmetric, batch 1
+    dict(n=3, c=16, h=6, w=7, o=32, k=5, p=(2, 2, 2, 2)),
+    dict(n=2, c=16, h=8, w=8, o=16, k=3, s=2, p=(1, 1, 1, 1)),        # stride 2: im2col dL/dx
 ]
 
 
