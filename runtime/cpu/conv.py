@@ -28,7 +28,7 @@ from numba import prange
 from ..registry import register_kernel
 from . import conv_blocked, conv_direct
 from .activation import act_code, act_inplace, apply_act
-from .jit import PARALLEL
+from .jit import PARALLEL, valid_range
 
 CHUNK_FLOATS = 1 << 21  # 8 MiB of im2col scratch per GEMM
 
@@ -38,16 +38,6 @@ def images_per_gemm(n: int, rows: int, pixels: int) -> int:
     image, so a GEMM per image is skinny (K = 16 at 4x4) and slow in BLAS; batching
     images up to CHUNK_FLOATS of scratch makes it square enough."""
     return max(1, min(n, CHUNK_FLOATS // max(rows * pixels, 1)))
-
-
-@numba.njit(cache=True, inline="always")
-def _valid_range(n_out, n_in, stride, pad, offset):
-    """Outputs o in [lo, hi) whose input index o*stride - pad + offset is in [0, n_in)."""
-    start = pad - offset  # need o*stride >= start
-    lo = 0 if start <= 0 else (start + stride - 1) // stride
-    end = n_in + pad - offset  # need o*stride < end
-    hi = 0 if end <= 0 else min(n_out, (end + stride - 1) // stride)
-    return lo, max(lo, hi)
 
 
 @numba.njit(cache=True, parallel=PARALLEL)
@@ -66,9 +56,9 @@ def _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
         base = (t % k) * p
         src = ((i0 + t % k) * c_in + c) * h * w
         for a in range(kh):
-            i_lo, i_hi = _valid_range(oh, h, sh, pt, a * dh)
+            i_lo, i_hi = valid_range(oh, h, sh, pt, a * dh)
             for b in range(kw):
-                j0, j1 = _valid_range(ow, w, sw, pl, b * dw)
+                j0, j1 = valid_range(ow, w, sw, pl, b * dw)
                 d0 = ((c * kh + a) * kw + b) * ld + base
                 for i in range(oh):
                     d = np.uint64(d0 + i * ow)
@@ -153,9 +143,9 @@ def _direct(x, w, out, bias, has_bias, res, has_res, code, alpha,
         for c in range(cg):
             ci = g * cg + c
             for a in range(kh):
-                i0, i1 = _valid_range(oh, h, sh, pt, a * dh)
+                i0, i1 = valid_range(oh, h, sh, pt, a * dh)
                 for b in range(kw):
-                    j0, j1 = _valid_range(ow, wd, sw, pl, b * dw)
+                    j0, j1 = valid_range(ow, wd, sw, pl, b * dw)
                     wv = w[o, c, a, b]
                     for i in range(i0, i1):
                         y = i * sh - pt + a * dh

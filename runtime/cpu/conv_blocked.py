@@ -36,12 +36,16 @@ from numba import prange
 from ..registry import register_kernel
 from .activation import act_code
 from .elementwise import bind_tanh
-from .jit import PARALLEL
-from .simd import (TILE, store_tile, vfma_tile, vfma_tile_edge, vfma_vec_tile, vload,
-                   vload_tile, vload_tile_edge, vtile, wide_tiles)
+from .jit import PARALLEL, valid_range
+from .simd import (TILE, store_tile, vadd_tile, vfma_tile, vfma_tile_edge, vfma_vec_tile,
+                   vload, vload_tile, vload_tile_edge, vstore_tile, vtile, wide_tiles)
 
 B = 16
 _ZERO = np.zeros(B, np.float32)  # what a tap in the padding reads (a constant in the kernel)
+# dL/dW tiles: input channels x 16 output channels in registers, 16 of 32 with AVX-512; on
+# AVX2 (16 registers, two per vector) 4 of them
+GW_CHANNELS = 16 if TILE == 8 else 4
+GW_TAPS_OUTER_BYTES = 1 << 19  # a pair's planes of every image that fit in L2 beside others
 
 
 @numba.njit(cache=True)
@@ -214,6 +218,81 @@ def pack_dense(w: np.ndarray, cpb: int = B, flip: bool = False) -> np.ndarray:
     return p
 
 
+@numba.njit(cache=True, inline="always")
+def _grad_weight_tap(acc, xf, gf, x_base, g_base, i, j, h, w, oh_n, ow_n, sh, sw, pt, pl,
+                     dh, dw):
+    """``acc[ci] += x[ci] * dL/dy[0:16]`` summed over the pixels of one image for tap (i, j):
+    the tile holds len(acc) input channels x 16 output channels of dL/dW. Only the output
+    pixels whose tap lands inside the image are visited (no bounds check per pixel)."""
+    oh_lo, oh_hi = valid_range(oh_n, h, sh, pt, i * dh)
+    ow_lo, ow_hi = valid_range(ow_n, w, sw, pl, j * dw)
+    one = np.uint64(1)
+    for oh in range(oh_lo, oh_hi):
+        xrow = x_base + (oh * sh - pt + i * dh) * w * B
+        grow = g_base + oh * ow_n * B
+        for ow in range(ow_lo, ow_hi):
+            acc = vfma_tile(acc, xf, np.uint64(xrow + (ow * sw - pl + j * dw) * B), one,
+                            vload(gf, grow + ow * B))
+    return acc
+
+
+def _grad_weight(xb, gyb, gwp, kh_n, kw_n, sh, sw, pt, pl, dh, dw):
+    """dL/dW of a dense conv from its NCHW16c input and dL/dy, into ``gwp`` packed as
+    (O/16, C/16, kh, kw, 16 in, 16 out). A task is one (output block, input block) pair.
+    Its tile for a tap is summed over one image's pixels, then over the images (which
+    keeps the float32 rounding of long sums down). Small planes sum over the images in
+    registers, tap by tap (the pair's planes of every image stay in cache); large ones go
+    image by image, adding each tap's sum to ``gwp`` (one image's planes stay in cache)."""
+    n_img, cb_n, h, w, _ = xb.shape
+    _, ob_n, oh_n, ow_n, _ = gyb.shape
+    xf, gf, pf = xb.reshape(-1), gyb.reshape(-1), gwp.reshape(-1)
+    zero = vtile(vload(_ZERO, 0), GW_CHANNELS)
+    taps_outer = n_img * (h * w + oh_n * ow_n) * B * 4 <= GW_TAPS_OUTER_BYTES
+    for t in prange(ob_n * cb_n):
+        ob, cb = t // cb_n, t % cb_n
+        tot = zero
+        for k in range(n_img * kh_n * kw_n * (B // GW_CHANNELS)):
+            if taps_outer:  # (tap, channel group) outer, image inner
+                n = k % n_img
+                i, j, g = _tap_of(k // n_img, kw_n)
+            else:
+                n = k // (kh_n * kw_n * (B // GW_CHANNELS))
+                i, j, g = _tap_of(k % (kh_n * kw_n * (B // GW_CHANNELS)), kw_n)
+            xb0 = (n * cb_n + cb) * h * w * B + g * GW_CHANNELS
+            acc = _grad_weight_tap(zero, xf, gf, xb0, (n * ob_n + ob) * oh_n * ow_n * B, i,
+                                   j, h, w, oh_n, ow_n, sh, sw, pt, pl, dh, dw)
+            og = ((t * kh_n + i) * kw_n + j) * B * B + g * GW_CHANNELS * B
+            if taps_outer:
+                tot = acc if n == 0 else vadd_tile(tot, acc)
+                if n == n_img - 1:
+                    vstore_tile(tot, pf, og, B)
+            else:
+                if n > 0:
+                    acc = vadd_tile(acc, vload_tile(acc, pf, og, B))
+                vstore_tile(acc, pf, og, B)
+
+
+@numba.njit(cache=True, inline="always")
+def _tap_of(q, kw_n):
+    """(i, j, channel group) of index ``q`` over taps x groups, groups fastest."""
+    groups = B // GW_CHANNELS
+    return (q // groups) // kw_n, (q // groups) % kw_n, q % groups
+
+
+_grad_weight_par = numba.njit(cache=True, parallel=PARALLEL)(_grad_weight)
+
+
+@numba.njit(cache=True, parallel=PARALLEL)
+def _unpack_grad(gwp, gw):
+    """(O/16, C/16, kh, kw, 16 in, 16 out) -> OIHW, dropping the padding channels."""
+    o_n, c_n, kh_n, kw_n = gw.shape
+    for o in prange(o_n):
+        for c in range(c_n):
+            for i in range(kh_n):
+                for j in range(kw_n):
+                    gw[o, c, i, j] = gwp[o // B, c // B, i, j, c % B, o % B]
+
+
 def pack_depthwise(w: np.ndarray) -> np.ndarray:
     """(C, 1, kh, kw) -> (C/16, kh, kw, 16), zero-padded."""
     c, _, kh, kw = w.shape
@@ -337,4 +416,26 @@ def bind_nchw(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapp
     def run() -> None:
         for step in steps:
             step()
+    return run
+
+
+def bind_nchw_grad_weight(x: np.ndarray, gy: np.ndarray, gw: np.ndarray,
+                          attrs: Mapping) -> "callable":
+    """dL/dW of a dense NCHW conv, computed blocked: the input and dL/dy converted into
+    NCHW16c scratch, the packed gradient unpacked into ``gw`` (OIHW)."""
+    from .layout import bind_layout_transform
+    to_b = dict(src="NCHW", dst="NCHW16c")
+    xb = np.zeros(_blocked(x.shape), np.float32)
+    gyb = np.zeros(_blocked(gy.shape), np.float32)
+    o_n, c_n, kh, kw = gw.shape
+    gwp = np.empty((-(-o_n // B), -(-c_n // B), kh, kw, B, B), np.float32)
+    (sh, sw), (dh, dw) = attrs["stride"], attrs["dilation"]
+    pt, pl = attrs["padding"][:2]
+    steps = [bind_layout_transform([x], [xb], to_b), bind_layout_transform([gy], [gyb], to_b)]
+
+    def run() -> None:
+        for step in steps:
+            step()
+        _grad_weight_par(xb, gyb, gwp, kh, kw, sh, sw, pt, pl, dh, dw)
+        _unpack_grad(gwp, gw)
     return run

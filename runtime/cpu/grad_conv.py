@@ -17,9 +17,8 @@ from numba import prange
 
 from ..registry import register_kernel
 from . import conv_blocked, conv_direct
-from .conv import (_gather_images, _im2col_group, _scatter_epilogue, _valid_range,
-                   images_per_gemm)
-from .jit import PARALLEL
+from .conv import _gather_images, _im2col_group, _scatter_epilogue, images_per_gemm
+from .jit import PARALLEL, valid_range
 
 _NO_BIAS, _NO_RES = np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
 _NO_RES4 = np.zeros((1, 1, 1, 1), np.float32)
@@ -48,9 +47,9 @@ def _col2im_group(col, gx, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
         for q in range(h * w):
             gf[np.uint64(g0 + q)] = 0.0
         for a in range(kh):
-            i_lo, i_hi = _valid_range(oh, h, sh, pt, a * dh)
+            i_lo, i_hi = valid_range(oh, h, sh, pt, a * dh)
             for b in range(kw):
-                j0, j1 = _valid_range(ow, w, sw, pl, b * dw)
+                j0, j1 = valid_range(ow, w, sw, pl, b * dw)
                 r0 = ((c * kh + a) * kw + b) * ld + base
                 for i in range(i_lo, i_hi):
                     s = np.uint64(r0 + i * ow + j0)
@@ -77,9 +76,9 @@ def _grad_input_direct(gy, w, gx, sh, sw, pt, pl, dh, dw, groups):
         acc = np.zeros((h, wd), np.float32)
         for o in range(g * og, (g + 1) * og):
             for a in range(kh):
-                i0, i1 = _valid_range(oh, h, sh, pt, a * dh)
+                i0, i1 = valid_range(oh, h, sh, pt, a * dh)
                 for b in range(kw):
-                    j0, j1 = _valid_range(ow, wd, sw, pl, b * dw)
+                    j0, j1 = valid_range(ow, wd, sw, pl, b * dw)
                     wv = w[o, c, a, b]
                     for i in range(i0, i1):
                         y = i * sh - pt + a * dh
@@ -99,9 +98,9 @@ def _grad_weight_direct(x, gy, gw, sh, sw, pt, pl, dh, dw, groups):
         for c in range(cg):
             ci = g * cg + c
             for a in range(kh):
-                i0, i1 = _valid_range(oh, h, sh, pt, a * dh)
+                i0, i1 = valid_range(oh, h, sh, pt, a * dh)
                 for b in range(kw):
-                    j0, j1 = _valid_range(ow, wd, sw, pl, b * dw)
+                    j0, j1 = valid_range(ow, wd, sw, pl, b * dw)
                     s = 0.0
                     for n in range(n_img):
                         for i in range(i0, i1):
@@ -199,6 +198,8 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     _, o_n, oh, ow = gy.shape
     if groups != 1:
         return lambda: _grad_weight_direct(x, gy, gw, sh, sw, pt, pl, dh, dw, groups)
+    if conv_blocked.suits_nchw(c, o_n, groups, "none"):
+        return conv_blocked.bind_nchw_grad_weight(x, gy, gw, attrs["fwd"])
     if conv_direct.suits_grad_weight(c, kh, kw, (sh, sw), (dh, dw), groups):
         return conv_direct.bind_grad_weight(x, gy, gw, kh, kw, (pt, pl, pb, pr))
     rows, p = c * kh * kw, oh * ow

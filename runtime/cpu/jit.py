@@ -1,4 +1,5 @@
-"""Numba settings shared by the CPU kernels."""
+"""Numba settings and small helpers shared by the CPU kernels."""
+import numba
 from numba.core.cpu import ParallelOptions
 
 # ``parallel=`` for every kernel with a prange loop. Parfor fusion merges adjacent
@@ -7,3 +8,13 @@ from numba.core.cpu import ParallelOptions
 # and blocked convs). An instance, not a dict: Numba pops a dict's keys on the first
 # compile, so a second signature would compile with the defaults.
 PARALLEL = ParallelOptions({"fusion": False})
+
+
+@numba.njit(cache=True, inline="always")
+def valid_range(n_out, n_in, stride, pad, offset):
+    """Outputs o in [lo, hi) whose input index o*stride - pad + offset is in [0, n_in)."""
+    start = pad - offset  # need o*stride >= start
+    lo = 0 if start <= 0 else (start + stride - 1) // stride
+    end = n_in + pad - offset  # need o*stride < end
+    hi = 0 if end <= 0 else min(n_out, (end + stride - 1) // stride)
+    return lo, max(lo, hi)

@@ -321,6 +321,21 @@ def vfma_vec_tile(typingctx, accs, xs, w):
 
 
 @intrinsic
+def vadd_tile(typingctx, a, b):
+    """``a[j] + b[j]`` for every vector j of two tiles of the same type."""
+    if not (_tile_type(a) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        out = args[0]
+        for j in range(sig.args[0].count):
+            out = builder.insert_value(out, builder.fadd(builder.extract_value(args[0], j),
+                                                         builder.extract_value(args[1], j)), j)
+        return out
+    return a(a, b), codegen
+
+
+@intrinsic
 def vadd(typingctx, a, b):
     if not (a == b == f32x16):
         return None

@@ -55,11 +55,14 @@ CONV_CASES = [
     dict(n=2, c=70, h=6, w=5, o=32, k=3, p=(1, 1, 1, 1)),             # O*kh*kw = MAX_ROWS
     dict(n=5, c=17, h=9, w=8, o=9, k=3, p=(1, 0, 0, 1)),              # C*kh*kw = 153, O % 4
     dict(n=16, c=8, h=20, w=19, o=13, k=3, p=(1, 1, 1, 1)),           # parallel dL/dW
-    # 16+ channels both ways: forward and dL/dx (stride 1) run the blocked kernel
+    # 16+ channels both ways: forward, dL/dW and dL/dx (stride 1) run blocked kernels
     dict(n=2, c=20, h=7, w=6, o=17, k=3, p=(1, 1, 1, 1)),
     dict(n=1, c=16, h=5, w=6, o=16, k=3, p=(0, 1, 2, 0)),             # asymmetric, batch 1
     dict(n=3, c=16, h=6, w=7, o=32, k=5, p=(2, 2, 2, 2)),
     dict(n=2, c=16, h=8, w=8, o=16, k=3, s=2, p=(1, 1, 1, 1)),        # stride 2: im2col dL/dx
+    dict(n=3, c=32, h=9, w=7, o=16, k=1, s=2),                        # projection 1x1 s2
+    dict(n=1, c=16, h=9, w=10, o=20, k=3, s=(2, 1), d=(1, 2), p=(3, 2, 1, 0)),  # dilated
+    dict(n=2, c=18, h=4, w=5, o=16, k=3, p=(3, 3, 3, 3)),             # taps past the image
 ]
 
 
