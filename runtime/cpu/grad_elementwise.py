@@ -16,14 +16,19 @@ from numba import prange
 
 from ..registry import register_kernel
 from .activation import act_code, act_grad
+from .elementwise import PARALLEL_MIN
 from .jit import PARALLEL
 
 
-@numba.njit(cache=True, parallel=PARALLEL)
 def _act_grad(gy, s, gx, code, alpha):
     # s: the saved output y (relu, sigmoid, tanh) or input x (leaky_relu)
     for i in prange(gy.size):
         gx[i] = act_grad(gy[i], s[i], code, alpha)
+
+
+# parallel and serial: small tensors (LeNet's, a classifier's) skip the parallel region
+_ACT_GRAD = (numba.njit(cache=True, parallel=PARALLEL)(_act_grad),
+             numba.njit(cache=True)(_act_grad))
 
 
 @register_kernel("activation_grad", mode="backward")
@@ -32,7 +37,8 @@ def bind_activation_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     """dL/dx of an activation from dL/dy and its saved output (input for leaky_relu)."""
     gy, s, gx = ins[0].reshape(-1), ins[1].reshape(-1), outs[0].reshape(-1)
     code, alpha = act_code(attrs["activation"]), np.float32(attrs.get("alpha", 0.0))
-    return lambda: _act_grad(gy, s, gx, code, alpha)
+    fn = _ACT_GRAD[0] if gy.size >= PARALLEL_MIN else _ACT_GRAD[1]
+    return lambda: fn(gy, s, gx, code, alpha)
 
 
 @numba.njit(cache=True, inline="always")

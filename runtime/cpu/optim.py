@@ -15,7 +15,19 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from .elementwise import PARALLEL_MIN
 from .jit import PARALLEL
+
+
+def _both(fn):
+    """(parallel, serial) compilations of one update loop: a parameter of fewer than
+    PARALLEL_MIN elements (a bias, a BN scale) updates serially, where a parallel region
+    would cost more than the work, and wake the pool's other thread once more per step."""
+    return (numba.njit(cache=True, parallel=PARALLEL)(fn), numba.njit(cache=True)(fn))
+
+
+def _pick(kernels, p: np.ndarray):
+    return kernels[0] if p.size >= PARALLEL_MIN else kernels[1]
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -24,7 +36,6 @@ def _flat(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1)
 
 
-@numba.njit(cache=True, parallel=PARALLEL)
 def _sgd(p, g, buf, has_buf, lr, mu, damp, wd, nesterov, first):
     for i in prange(p.size):
         d = g[i] + wd * p[i]
@@ -35,6 +46,9 @@ def _sgd(p, g, buf, has_buf, lr, mu, damp, wd, nesterov, first):
         p[i] = p[i] - lr * d
 
 
+_SGD = _both(_sgd)
+
+
 @register_kernel("sgd_update", mode="update")
 def bind_sgd_update(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
     """p -= lr * (momentum buffer or gradient), with weight decay and Nesterov."""
@@ -43,10 +57,10 @@ def bind_sgd_update(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs
     buf = _flat(ins[2]) if has_buf else np.zeros(1, np.float32)
     mu, damp = float(attrs["momentum"]), float(attrs["dampening"])
     wd, nesterov = float(attrs["weight_decay"]), bool(attrs["nesterov"])
-    return lambda: _sgd(p, g, buf, has_buf, hyper[0], mu, damp, wd, nesterov, hyper[1] <= 1)
+    fn = _pick(_SGD, p)
+    return lambda: fn(p, g, buf, has_buf, hyper[0], mu, damp, wd, nesterov, hyper[1] <= 1)
 
 
-@numba.njit(cache=True, parallel=PARALLEL)
 def _adam(p, g, m, v, lr, b1, b2, eps, wd, step):
     bc1 = 1.0 - b1 ** step
     bc2 = 1.0 - b2 ** step
@@ -61,16 +75,19 @@ def _adam(p, g, m, v, lr, b1, b2, eps, wd, step):
         p[i] = p[i] - step_size * mi / (math.sqrt(vi) / sq2 + eps)
 
 
+_ADAM = _both(_adam)
+
+
 @register_kernel("adam_update", mode="update")
 def bind_adam_update(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
     """Adam with bias correction (weight decay added to the gradient, as torch.optim.Adam)."""
     p, g, m, v, hyper = (_flat(a) for a in ins)
     b1, b2 = float(attrs["beta1"]), float(attrs["beta2"])
     eps, wd = float(attrs["eps"]), float(attrs["weight_decay"])
-    return lambda: _adam(p, g, m, v, hyper[0], b1, b2, eps, wd, hyper[1])
+    fn = _pick(_ADAM, p)
+    return lambda: fn(p, g, m, v, hyper[0], b1, b2, eps, wd, hyper[1])
 
 
-@numba.njit(cache=True, parallel=PARALLEL)
 def _adagrad(p, g, s, lr, eps, wd, lr_decay, step):
     clr = lr / (1.0 + (step - 1.0) * lr_decay)
     for i in prange(p.size):
@@ -80,8 +97,12 @@ def _adagrad(p, g, s, lr, eps, wd, lr_decay, step):
         p[i] = p[i] - clr * d / (math.sqrt(si) + eps)
 
 
+_ADAGRAD = _both(_adagrad)
+
+
 @register_kernel("adagrad_update", mode="update")
 def bind_adagrad_update(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapping):
     p, g, s, hyper = (_flat(a) for a in ins)
     eps, wd, decay = float(attrs["eps"]), float(attrs["weight_decay"]), float(attrs["lr_decay"])
-    return lambda: _adagrad(p, g, s, hyper[0], eps, wd, decay, hyper[1])
+    fn = _pick(_ADAGRAD, p)
+    return lambda: fn(p, g, s, hyper[0], eps, wd, decay, hyper[1])

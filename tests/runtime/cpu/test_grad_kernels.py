@@ -250,7 +250,7 @@ def test_global_avg_pool_grad(shape):
 # ------------------------------------------------------------------ activations, norms
 
 @pytest.mark.parametrize("act", ["relu", "leaky_relu", "sigmoid", "tanh"])
-@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4, 5)])
+@pytest.mark.parametrize("shape", [(3, 5), (2, 3, 4, 5), (4, 16, 33, 32)])  # last: parallel
 def test_activation_grad(act, shape):
     r = rng(7)
     x = r.standard_normal(shape).astype(np.float32)
@@ -403,9 +403,10 @@ def test_split_is_concat_grad(axis, sizes, shape):
     ("adagrad", dict(lr=0.1)),
     ("adagrad", dict(lr=0.1, lr_decay=0.05, weight_decay=0.01, eps=1e-6)),
 ])
-def test_optimizer_updates_match_torch(name, kwargs):
+@pytest.mark.parametrize("shape", [(5, 7), (300, 250)])  # serial, parallel (>= 65536)
+def test_optimizer_updates_match_torch(name, kwargs, shape):
     r = rng(15)
-    p = r.standard_normal((5, 7)).astype(np.float32)
+    p = r.standard_normal(shape).astype(np.float32)
     tp = torch.nn.Parameter(t64(p))
     cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad}
     topt = cls[name]([tp], **kwargs)
