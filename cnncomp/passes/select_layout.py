@@ -35,7 +35,8 @@ _FLAT_OPS = {Op.RELU, Op.LEAKY_RELU, Op.TANH, Op.DROPOUT, Op.ADD}
 
 # Convolutions are costed by timing their kernels on this machine (cnncomp.cost). With
 # CNNCOMP_LAYOUT_COST=model this analytic model stands in, calibrated on the 2-core Zen 4
-# development machine: NCHW convs (im2col + BLAS) ran 42-54 GFLOP/s and the NCHW16c
+# development machine: NCHW convs (im2col + BLAS; with 16+ channels both ways the NCHW
+# kernel now converts and runs the blocked one) ran 42-54 GFLOP/s and the NCHW16c
 # kernel 130-180 GFLOP/s on ResNet-18's layers at batch 32 (it misranks layouts on an
 # AVX2 Zen 3, hence the measurement). The blocked kernel also computes the padding
 # channels, which the model charges for. A layout transform moves ~4 GB/s (both modes).
@@ -138,6 +139,12 @@ def conv_cost(g: Graph, n: Node, layout: str, target: str = "cpu") -> float:
     out = g.values[n.outputs[0]].concrete_shape(1)
     flops = op_def(n.op).flops(n.attrs, [x], out)
     c, o = x[1], out[1]
+    if (layout == "NCHW" and n.attrs.groups == 1 and min(c, o) >= BLOCK
+            and getattr(n.attrs, "activation", "none") != "sigmoid"):
+        # the NCHW kernel runs such a conv blocked between two conversions
+        # (runtime/cpu/conv.py): the blocked cost plus converting its input and output
+        moved = sum(_value_bytes(g.values[v]) for v in (n.inputs[0], n.outputs[0]))
+        return conv_cost(g, n, BLOCKED, target) + moved / (TRANSFORM_GBPS * 1e9)
     waste = _padded(o) / o if layout == BLOCKED else 1.0
     if n.attrs.groups == 1 and input_layout(layout, c, 1) == BLOCKED:
         waste *= _padded(c) / c
