@@ -55,6 +55,11 @@ def blocked_case(n, c, h, w, o, k, s=1, p=0, d=1, g=1, act="relu", res=False, bi
     dict(n=1, c=48, h=7, w=17, o=48, k=5, s=2, p=2, g=48),      # 5x5, stride 2
     dict(n=2, c=16, h=6, w=13, o=16, k=3, p=3, d=2, g=16, act="tanh"),  # dilated, p > reach
     dict(n=1, c=17, h=2, w=2, o=17, k=3, p=1, g=17, bias=False),  # 2x2 plane, one pixel tiles
+    # overlapping last tiles (pixels computed and stored twice): the residual added once
+    dict(n=2, c=32, h=7, w=7, o=32, k=3, p=1, res=True),          # 4 + 4 (from pixel 3)
+    dict(n=1, c=16, h=3, w=14, o=16, k=3, p=1, res=True, act="leaky_relu"),  # 8 + 8 (AVX2 6x3)
+    dict(n=1, c=16, h=4, w=5, o=32, k=3, s=1, p=1, res=True),     # 4 + 4 (from pixel 1)
+    dict(n=1, c=32, h=7, w=7, o=32, k=3, p=1, g=32, res=True),    # depthwise 4 + 4
 ])
 def test_blocked_conv(case):
     out, ref = blocked_case(**case)
@@ -80,16 +85,31 @@ def test_blocked_conv_reads_an_nchw_input(case):
         assert (out[:, -1, :, :, o % 16:] == 0).all()
 
 
-@pytest.mark.parametrize("ow_n", [1, 3, 4, 6, 7, 8, 9, 12, 14, 16, 21, 28, 56, 64])
-def test_wide_tiles_cover_the_row_in_fewest_passes(ow_n):
-    from runtime.cpu.simd import TILE, wide_tiles
-    k = wide_tiles(ow_n)
-    assert 0 <= k * TILE <= ow_n
+@pytest.mark.parametrize("ow_n", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 21, 28, 56, 64])
+def test_row_plan_covers_the_row_in_fewest_tiles(ow_n):
+    """Tiles re-read the weights: the fewest tiles, then the fewest pixels computed; a
+    tile past the row's end starts earlier, overlapping the one before."""
+    from runtime.cpu.conv_blocked import row_plan, tile_start
+    from runtime.cpu.simd import TILE
+    k, n4, n1 = row_plan(ow_n)
+    covered, ow = np.zeros(ow_n, int), 0
+    for tw in [TILE] * k + [4] * n4 + [1] * n1:
+        o = tile_start(ow, tw, ow_n)
+        assert 0 <= o <= ow and o + tw <= ow_n
+        covered[o:o + tw] += 1
+        ow += tw
+    assert (covered >= 1).all()
 
-    def passes(k):
-        rest = ow_n - k * TILE
-        return k + rest // 4 + rest % 4
-    assert passes(k) == min(passes(j) for j in range(ow_n // TILE + 1))
+    def cost(k, n4, n1):
+        return (k + n4 + n1, k * TILE + 4 * n4 + n1)
+    feasible = [(a, b, max(ow_n - a * TILE - 4 * b, 0))
+                for a in range(ow_n // TILE + 2 if ow_n >= TILE else 1)
+                for b in range(ow_n // 4 + 2 if ow_n >= 4 else 1)
+                if a * TILE + 4 * b - ow_n < (4 if b else TILE)]
+    assert cost(k, n4, n1) == min(cost(*f) for f in feasible)
+    if TILE == 8:
+        assert {7: (0, 2, 0), 14: (2, 0, 0), 28: (3, 1, 0), 5: (0, 1, 1)}.get(
+            ow_n, (k, n4, n1)) == (k, n4, n1)
 
 
 @pytest.mark.parametrize("g", [1, 16])
