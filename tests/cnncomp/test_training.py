@@ -27,20 +27,29 @@ def small_lenet():
         input_shape=(1, 12, 12), name="small_lenet")
 
 
-def residual_net():
+def residual_net(c1=8, c2=12, bias=False):
+    """A ResNet stage; with 16+ channels (``wide_residual_net``) training runs the blocked
+    conv kernels (forward, dL/dx, dL/dW), which pack the weights again every step. Only b4
+    takes a bias: before a BatchNorm a bias's gradient is rounding noise, which Adam
+    scales up to full steps."""
     x = fe.Input((3, 8, 8), name="x")
-    h = fe.ReLU()(fe.BatchNorm2d(name="bn0")(fe.Conv2d(8, 3, padding=1, bias=False,
+    h = fe.ReLU()(fe.BatchNorm2d(name="bn0")(fe.Conv2d(c1, 3, padding=1, bias=False,
                                                        name="stem")(x)))
-    r = fe.ReLU()(fe.BatchNorm2d(name="bn1")(fe.Conv2d(8, 3, padding=1, bias=False,
+    r = fe.ReLU()(fe.BatchNorm2d(name="bn1")(fe.Conv2d(c1, 3, padding=1, bias=False,
                                                        name="b1")(h)))
-    r = fe.BatchNorm2d(name="bn2")(fe.Conv2d(8, 3, padding=1, bias=False, name="b2")(r))
+    r = fe.BatchNorm2d(name="bn2")(fe.Conv2d(c1, 3, padding=1, bias=False, name="b2")(r))
     h = fe.ReLU()(fe.Add()(h, r))
-    d = fe.BatchNorm2d(name="bnd")(fe.Conv2d(12, 1, stride=2, bias=False, name="down")(h))
-    h2 = fe.ReLU()(fe.BatchNorm2d(name="bn3")(fe.Conv2d(12, 3, stride=2, padding=1, bias=False,
+    d = fe.BatchNorm2d(name="bnd")(fe.Conv2d(c2, 1, stride=2, bias=False, name="down")(h))
+    h2 = fe.ReLU()(fe.BatchNorm2d(name="bn3")(fe.Conv2d(c2, 3, stride=2, padding=1, bias=False,
                                                          name="b3")(h)))
     h = fe.ReLU()(fe.Add()(d, h2))
+    h = fe.ReLU()(fe.Conv2d(c2, 3, padding=1, bias=bias, name="b4")(h))
     out = fe.Linear(5, name="fc")(fe.GlobalAvgPool2d()(h))
     return fe.Model(x, out, name="residual_net")
+
+
+def wide_residual_net():
+    return residual_net(16, 32, bias=True)
 
 
 def branchy_net():
@@ -62,6 +71,7 @@ def branchy_net():
 
 
 NETS = {"lenet": (small_lenet, (1, 12, 12), 5), "residual": (residual_net, (3, 8, 8), 5),
+        "wide_residual": (wide_residual_net, (3, 8, 8), 5),
         "branchy": (branchy_net, (4, 9, 9), 3)}
 
 
