@@ -8,7 +8,7 @@ there, and only zero-preserving activations run blocked).
 Dense conv (groups == 1): each task computes one output row of one 16-channel output
 block. Its inner loop keeps ``TILE`` output pixels x 16 output channels in vector
 registers (8 pixels with AVX-512's 32 registers, 6 on AVX2, where each <16 x float> takes
-two of 16), the row's last tile overlapping the one before (``row_tiles``; rows shorter
+two of 16), the row's last tile overlapping the one before (``row_plan``; rows shorter
 than TILE take 4-pixel tiles, below 4 single pixels); per input channel
 it loads one weight vector (16 output channels) and broadcasts TILE input values, i.e.
 TILE FMAs per load of weights. One source serves every tile width: a tile is a tuple of
@@ -19,7 +19,7 @@ single store.
 
 Depthwise conv (groups == C == O): 16 channels of a block are one vector; each tap is a
 vector FMA of the input pixel's channels with the tap's weights. A task is one row of one
-block, in the same register tiles of pixels as the dense conv (``row_tiles``): per tap one
+block, in the same register tiles of pixels as the dense conv (``row_plan``): per tap one
 weight load serves the tile, and no tap is bounds-checked per pixel (border tiles read a
 zero vector for pixels in the padding).
 
@@ -54,7 +54,7 @@ def row_plan(ow_n):
     """How a row of ``ow_n`` output pixels is tiled: (TILE-pixel tiles, 4-pixel tiles,
     single pixels), in that order. Each tile re-reads the weights, so the plan takes the
     fewest tiles, then the fewest pixels computed. A tile that would pass the row's end
-    starts earlier instead (``tile_start``), overlapping its neighbour: those pixels are
+    starts earlier instead (``row_tile``), overlapping its neighbour: those pixels are
     computed and stored twice, with the same values. A 7-pixel row takes 4 + 4 (from
     pixel 3) instead of 4 + 1 + 1 + 1, 14 takes 8 + 8 instead of 8 + 4 + 1 + 1 (measured
     0.70-0.92x on ResNet-18's 14x14 and 7x7 layers at 224x224); 28 stays 8 + 8 + 8 + 4 (four
@@ -75,10 +75,16 @@ def row_plan(ow_n):
 
 
 @numba.njit(cache=True, inline="always")
-def tile_start(ow, tw, ow_n):
-    """Where a ``tw``-pixel tile meant to start at ``ow`` starts: no later than the row's
-    end allows (``row_plan``)."""
-    return min(ow, ow_n - tw)
+def row_tile(i, k_n, n4, ow_n):
+    """(width, first pixel) of tile ``i`` of a ``row_plan`` (k_n, n4, ...): tiles are laid
+    end to end, and one that would pass the row's end starts early, ending at its end."""
+    if i < k_n:
+        tw, start = TILE, i * TILE
+    elif i < k_n + n4:
+        tw, start = 4, k_n * TILE + (i - k_n) * 4
+    else:
+        tw, start = 1, k_n * TILE + n4 * 4 + (i - k_n - n4)
+    return tw, min(start, ow_n - tw)
 
 
 @numba.njit(cache=True)
@@ -141,11 +147,8 @@ def _dense(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, pt, p
         oh = t % oh_n
         bvec = vload(bias, ob * B)
         obase = n * os_n + ob * os_o + oh * os_h
-        ow = 0
         for i in range(k_n + n4 + n1):
-            tw = TILE if i < k_n else (4 if i < k_n + n4 else 1)
-            o = tile_start(ow, tw, ow_n)
-            ow += tw
+            tw, o = row_tile(i, k_n, n4, ow_n)
             if tw == TILE:
                 accs = _tile(vtile(bvec, TILE), xf, wf, chans, n * xs_n, ob * ws_o, oh, o,
                              cb_n, h, w, kh_n, kw_n, sh, sw, pt, pl, dh, dw)
@@ -199,11 +202,8 @@ def _depthwise(x, wp, bias, res, out, has_res, act, alpha, kh_n, kw_n, sh, sw, p
         bvec = vload(bias, cb * B)
         xb, wb = n * xs_n + cb * xs_c, cb * ws_c
         obase = n * os_n + cb * os_c + oh * os_h
-        ow = 0
         for i in range(k_n + n4 + n1):
-            tw = TILE if i < k_n else (4 if i < k_n + n4 else 1)
-            o = tile_start(ow, tw, ow_n)
-            ow += tw
+            tw, o = row_tile(i, k_n, n4, ow_n)
             if tw == TILE:
                 accs = _dw_tile(vtile(bvec, TILE), xf, wf, xb, wb, oh, o, h, w, kh_n, kw_n,
                                 sh, sw, pt, pl, dh, dw)

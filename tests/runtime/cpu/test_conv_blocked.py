@@ -89,13 +89,13 @@ def test_blocked_conv_reads_an_nchw_input(case):
 def test_row_plan_covers_the_row_in_fewest_tiles(ow_n):
     """Tiles re-read the weights: the fewest tiles, then the fewest pixels computed; a
     tile past the row's end starts earlier, overlapping the one before."""
-    from runtime.cpu.conv_blocked import row_plan, tile_start
+    from runtime.cpu.conv_blocked import row_plan, row_tile
     from runtime.cpu.simd import TILE
     k, n4, n1 = row_plan(ow_n)
     covered, ow = np.zeros(ow_n, int), 0
-    for tw in [TILE] * k + [4] * n4 + [1] * n1:
-        o = tile_start(ow, tw, ow_n)
-        assert 0 <= o <= ow and o + tw <= ow_n
+    for i, want in enumerate([TILE] * k + [4] * n4 + [1] * n1):
+        tw, o = row_tile(i, k, n4, ow_n)
+        assert tw == want and 0 <= o <= ow and o + tw <= ow_n
         covered[o:o + tw] += 1
         ow += tw
     assert (covered >= 1).all()
