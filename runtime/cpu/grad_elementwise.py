@@ -17,7 +17,7 @@ from numba import prange
 from ..registry import register_kernel
 from .activation import act_code, act_grad
 from .elementwise import PARALLEL_MIN
-from .jit import PARALLEL
+from .jit import PARALLEL, by_size, parallel_and_serial
 
 
 def _act_grad(gy, s, gx, code, alpha):
@@ -26,9 +26,8 @@ def _act_grad(gy, s, gx, code, alpha):
         gx[i] = act_grad(gy[i], s[i], code, alpha)
 
 
-# parallel and serial: small tensors (LeNet's, a classifier's) skip the parallel region
-_ACT_GRAD = (numba.njit(cache=True, parallel=PARALLEL)(_act_grad),
-             numba.njit(cache=True)(_act_grad))
+# small tensors (LeNet's, a classifier's) skip the parallel region
+_ACT_GRAD = parallel_and_serial(_act_grad)
 
 
 @register_kernel("activation_grad", mode="backward")
@@ -37,7 +36,7 @@ def bind_activation_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
     """dL/dx of an activation from dL/dy and its saved output (input for leaky_relu)."""
     gy, s, gx = ins[0].reshape(-1), ins[1].reshape(-1), outs[0].reshape(-1)
     code, alpha = act_code(attrs["activation"]), np.float32(attrs.get("alpha", 0.0))
-    fn = _ACT_GRAD[0] if gy.size >= PARALLEL_MIN else _ACT_GRAD[1]
+    fn = by_size(_ACT_GRAD, gy.size, PARALLEL_MIN)
     return lambda: fn(gy, s, gx, code, alpha)
 
 

@@ -18,3 +18,15 @@ def valid_range(n_out, n_in, stride, pad, offset):
     end = n_in + pad - offset  # need o*stride < end
     hi = 0 if end <= 0 else min(n_out, (end + stride - 1) // stride)
     return lo, max(lo, hi)
+
+
+def parallel_and_serial(fn):
+    """(parallel, serial) compilations of one loop written with ``prange``: for kernels
+    whose small calls (a bias, a BN scale) cost less than a parallel region, and would
+    wake the pool's other thread once more per step."""
+    return numba.njit(cache=True, parallel=PARALLEL)(fn), numba.njit(cache=True)(fn)
+
+
+def by_size(kernels, n: int, parallel_min: int):
+    """The parallel one of ``parallel_and_serial``'s pair from ``parallel_min`` elements."""
+    return kernels[0] if n >= parallel_min else kernels[1]

@@ -16,18 +16,11 @@ from numba import prange
 
 from ..registry import register_kernel
 from .elementwise import PARALLEL_MIN
-from .jit import PARALLEL
-
-
-def _both(fn):
-    """(parallel, serial) compilations of one update loop: a parameter of fewer than
-    PARALLEL_MIN elements (a bias, a BN scale) updates serially, where a parallel region
-    would cost more than the work, and wake the pool's other thread once more per step."""
-    return (numba.njit(cache=True, parallel=PARALLEL)(fn), numba.njit(cache=True)(fn))
+from .jit import by_size, parallel_and_serial
 
 
 def _pick(kernels, p: np.ndarray):
-    return kernels[0] if p.size >= PARALLEL_MIN else kernels[1]
+    return by_size(kernels, p.size, PARALLEL_MIN)
 
 
 def _flat(a: np.ndarray) -> np.ndarray:
@@ -46,7 +39,8 @@ def _sgd(p, g, buf, has_buf, lr, mu, damp, wd, nesterov, first):
         p[i] = p[i] - lr * d
 
 
-_SGD = _both(_sgd)
+# a parameter under PARALLEL_MIN elements (a bias, a BN scale) updates serially
+_SGD = parallel_and_serial(_sgd)
 
 
 @register_kernel("sgd_update", mode="update")
@@ -75,7 +69,7 @@ def _adam(p, g, m, v, lr, b1, b2, eps, wd, step):
         p[i] = p[i] - step_size * mi / (math.sqrt(vi) / sq2 + eps)
 
 
-_ADAM = _both(_adam)
+_ADAM = parallel_and_serial(_adam)
 
 
 @register_kernel("adam_update", mode="update")
@@ -97,7 +91,7 @@ def _adagrad(p, g, s, lr, eps, wd, lr_decay, step):
         p[i] = p[i] - clr * d / (math.sqrt(si) + eps)
 
 
-_ADAGRAD = _both(_adagrad)
+_ADAGRAD = parallel_and_serial(_adagrad)
 
 
 @register_kernel("adagrad_update", mode="update")
