@@ -161,8 +161,7 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
             bias=False, activation="none", residual=False), flip=True)
     if (conv_direct.suits(o_n, kh, kw, (sh, sw), (dh, dw), groups)
             and min(full) >= 0):
-        # stride 1: dL/dx is the "full" convolution of dL/dy with the weight flipped in
-        # space and transposed (C, O, kh, kw), i.e. a forward conv: the direct kernel
+        # the same full convolution (fewer than 16 channels): the direct kernel
         flipped = np.empty((c, o_n, kh, kw), np.float32)
         conv = conv_direct.bind(gy, flipped.reshape(c, o_n * kh * kw), gx, kh, kw, full,
                                 _NO_BIAS, False, _NO_RES4, False, 0, np.float32(0.0))

@@ -86,6 +86,12 @@ def vsplat(typingctx, x):
     return f32x16(x), codegen
 
 
+def _fma(builder):
+    """LLVM's fused multiply-add on <16 x float>, declared in the module being built."""
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
+                                          "llvm.fma.v16f32")
+
+
 @intrinsic
 def vfma(typingctx, a, b, c):
     """a * b + c, lane-wise, fused (one rounding)."""
@@ -93,9 +99,7 @@ def vfma(typingctx, a, b, c):
         return None
 
     def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
-                                            "llvm.fma.v16f32")
-        return builder.call(fn, args)
+        return builder.call(_fma(builder), args)
     return f32x16(a, b, c), codegen
 
 
@@ -160,11 +164,9 @@ def vtile(typingctx, v, n):
 
 
 def _fma_into(builder, accs, j, x, w):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
-                                        "llvm.fma.v16f32")
     a = builder.extract_value(accs, j)
-    return builder.insert_value(accs, builder.call(fn, [_splat(builder, x, types.float32), w,
-                                                        a]), j)
+    xs = _splat(builder, x, types.float32)
+    return builder.insert_value(accs, builder.call(_fma(builder), [xs, w, a]), j)
 
 
 @intrinsic
@@ -309,8 +311,7 @@ def vfma_vec_tile(typingctx, accs, xs, w):
         return None
 
     def codegen(context, builder, sig, args):
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
-                                            "llvm.fma.v16f32")
+        fn = _fma(builder)
         accs_v = args[0]
         for j in range(sig.args[0].count):
             a = builder.extract_value(accs_v, j)
