@@ -1,4 +1,7 @@
-"""Layout transforms between NCHW and the blocked NCHW16c (see conv_blocked.py)."""
+"""Layout transforms between NCHW and the blocked NCHW16c (see conv_blocked.py), and the
+blocked layout's data-movement and pooling kernels: max pooling, concat, and global
+average pooling, which writes (N, C) so a network's last feature map is not converted
+back to NCHW before its classifier."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -8,10 +11,12 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from .jit import PARALLEL
+from .jit import PARALLEL, by_size, parallel_and_serial
 from .nhwc import bind_max_pool_channels_last
+from .simd import vadd, vload, vmul, vsplat, vstore
 
 B = 16
+GAP_PARALLEL_MIN = 1 << 16  # input floats: below this the serial global average pool
 
 
 @numba.njit(cache=True, parallel=PARALLEL)
@@ -96,3 +101,34 @@ def bind_concat_blocked(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
         for a, s0 in zip(ins, starts):
             out[:, s0:s0 + a.shape[1]] = a
     return run
+
+
+def _global_avg(x, sums, out):
+    n_img, cb_n, h, w, _ = x.shape
+    xf, sf = x.reshape(-1), sums.reshape(-1)
+    hw = h * w
+    inv = vsplat(np.float32(1.0) / np.float32(hw))
+    for t in prange(n_img * cb_n):
+        base = t * hw * B
+        acc = vload(xf, base)
+        for k in range(1, hw):
+            acc = vadd(acc, vload(xf, base + k * B))
+        vstore(sf, t * B, vmul(acc, inv))
+    c = out.shape[1]
+    for n in range(n_img):
+        for q in range(c):
+            out[n, q] = sums[n, q]
+
+
+_GLOBAL_AVG = parallel_and_serial(_global_avg)
+
+
+@register_kernel("global_avg_pool2d", "cpu", "NCHW16c")
+def bind_global_avg_pool_blocked(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray],
+                                 attrs: Mapping):
+    """(N, C/16, H, W, 16) -> (N, C): the mean of each channel's plane, summed in float32
+    as the NCHW kernel does."""
+    x, out = ins[0], outs[0]
+    sums = np.empty((x.shape[0], x.shape[1] * B), np.float32)
+    fn = by_size(_GLOBAL_AVG, x.size, GAP_PARALLEL_MIN)
+    return lambda: fn(x, sums, out)

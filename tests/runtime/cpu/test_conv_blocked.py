@@ -187,19 +187,39 @@ def test_blocked_batch_norm(c, act):
         assert (out[:, -1, :, :, c % 16:] == 0).all()
 
 
-@pytest.mark.parametrize("k,s,p,d", [(2, 2, 0, 1), (3, 2, 1, 1), (3, 1, 1, 2)])
-def test_blocked_max_pool(k, s, p, d):
-    x = rng(k).standard_normal((2, 20, 9, 8)).astype(np.float32)
-    x[0, 3, 2, 2] = np.nan
-    ref = F.max_pool2d(torch.tensor(x, dtype=torch.float64), k, s, p, dilation=d).numpy()
+@pytest.mark.parametrize("n,c,h,w,k,s,p,d,ceil", [
+    (2, 20, 9, 8, 2, 2, 0, 1, False),
+    (2, 20, 9, 8, 3, 2, 1, 1, False),
+    (2, 20, 9, 8, 3, 1, 1, 2, False),
+    (1, 16, 8, 8, 3, 1, 1, 1, False),     # Inception's 3x3 stride-1 pool: 8-pixel tiles
+    (1, 5, 11, 17, 3, 1, 1, 1, False),    # 17 wide: tiles of 8 + 8 (overlapping) + ...
+    (3, 33, 7, 13, 3, 2, 1, 1, True),     # ceil_mode: the last window runs past the edge
+    (1, 7, 6, 3, 3, 1, 1, 1, False),      # 3 wide: single-pixel tiles, both borders
+    (2, 18, 12, 12, 3, 3, 0, 1, True),    # windows that do not overlap
+])
+def test_blocked_max_pool(n, c, h, w, k, s, p, d, ceil):
+    x = rng(k + h).standard_normal((n, c, h, w)).astype(np.float32)
+    x[0, 3, 2 % h, 0] = np.nan
+    ref = F.max_pool2d(torch.tensor(x, dtype=torch.float64), k, s, p, dilation=d,
+                       ceil_mode=ceil).numpy()
     attrs = dict(kernel_size=(k, k), stride=(s, s), padding=(p,) * 4, dilation=(d, d),
-                 ceil_mode=False)
-    out = run_kernel("max_pool2d", [to_nchwc(x)], (2, 2, *ref.shape[2:], 16), attrs,
+                 ceil_mode=ceil)
+    out = run_kernel("max_pool2d", [to_nchwc(x)], (n, -(-c // 16), *ref.shape[2:], 16), attrs,
                      layout="NCHW16c")
-    got = from_nchwc(out, 20)
+    got = from_nchwc(out, c)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_array_equal(got[~np.isnan(got)], ref[~np.isnan(ref)])
-    assert (out[:, -1, :, :, 4:] == 0).all()
+    assert (out[:, -1, :, :, (c - 1) % 16 + 1:] == 0).all()
+
+
+@pytest.mark.parametrize("n,c,h,w", [(1, 16, 1, 1), (2, 20, 5, 3), (3, 64, 8, 8),
+                                     (32, 48, 16, 16)])  # the last one runs parallel
+def test_blocked_global_avg_pool(n, c, h, w):
+    x = rng(c).standard_normal((n, c, h, w)).astype(np.float32)
+    ref = x.astype(np.float64).mean(axis=(2, 3))
+    out = run_kernel("global_avg_pool2d", [to_nchwc(x)], (n, c), {}, layout="NCHW16c")
+    assert out.shape == (n, c)
+    assert rel_err(out, ref) < 1e-6
 
 
 def test_blocked_concat():
