@@ -26,7 +26,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from . import conv_blocked, conv_direct
+from . import blas, conv_blocked, conv_direct
 from .activation import act_code, act_inplace, apply_act
 from .jit import PARALLEL, valid_range
 
@@ -210,10 +210,10 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
     def run_per_image():
         for i in range(n):
             if pointwise:
-                np.matmul(w2, x3[i], out=out3[i])
+                blas.dot(w2, x3[i], out3[i])
             else:
                 _im2col_group(x, col1, i, 1, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-                np.matmul(w2, col1, out=out3[i])
+                blas.dot(w2, col1, out3[i])
             epilogue(i, 1)
 
     def run_batched():
@@ -226,6 +226,6 @@ def bind_conv2d(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
             else:
                 _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
             prod = out_buf[:o_n * k * p].reshape(o_n, k * p)
-            np.matmul(w2, col, out=prod)
+            blas.dot(w2, col, prod)
             _scatter_epilogue(prod, out3, i0, k, bias, has_bias, res3, has_res, code, alpha)
     return run_batched if ch > 1 else run_per_image

@@ -16,7 +16,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
-from . import conv_blocked, conv_direct
+from . import blas, conv_blocked, conv_direct
 from .conv import _gather_images, _im2col_group, _scatter_epilogue, images_per_gemm
 from .jit import PARALLEL, valid_range
 
@@ -178,7 +178,7 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
 
     def run():
         for i0, k, gyc, col in groups_of:
-            np.dot(wt, gyc, out=col)  # (C*kh*kw, k*P): every tap's contribution
+            blas.dot(wt, gyc, col)  # (C*kh*kw, k*P): every tap's contribution
             if pointwise:
                 _scatter_epilogue(col, gx3, i0, k, _NO_BIAS, False, _NO_RES, False, 0,
                                   np.float32(0.0))
@@ -215,9 +215,9 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
             else:
                 _im2col_group(x, col, i0, k, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
             if i0 == 0:
-                np.dot(gyc, col.T, out=gw2)
+                blas.dot(gyc, col.T, gw2)
             else:
-                np.dot(gyc, col.T, out=tmp)
+                blas.dot(gyc, col.T, tmp)
                 np.add(gw2, tmp, out=gw2)
     return run
 
@@ -247,7 +247,7 @@ def bind_linear_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
                            attrs: Mapping):
     """dL/dx = dL/dy (N, O) @ W (O, F)."""
     gy, w, gx = ins[0], ins[1], outs[0]
-    return lambda: np.dot(gy, w, out=gx)
+    return lambda: blas.dot(gy, w, gx)
 
 
 @register_kernel("linear_grad_weight", mode="backward")
@@ -256,4 +256,4 @@ def bind_linear_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     """dL/dW = dL/dy.T (O, N) @ x (N, F)."""
     x, gy, gw = ins[0], ins[1], outs[0]
     gyt = gy.T
-    return lambda: np.dot(gyt, x, out=gw)
+    return lambda: blas.dot(gyt, x, gw)

@@ -14,6 +14,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from . import blas
 from .activation import act_code, apply_act
 from .elementwise import use_parallel
 from .jit import PARALLEL
@@ -109,14 +110,14 @@ def bind_linear(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
     wt = w.T  # an F-ordered view: BLAS reads it transposed, no copy
 
     if not has_bias and not has_res and code == 0:
-        return lambda: np.dot(x, wt, out=out)
+        return lambda: blas.dot(x, wt, out)
     parallel = use_parallel(out.size, code) and n > 1
     if not parallel and not has_res and code in (0, 1):
         # a classifier at small batch: numpy's own loops, in place, nothing for Numba to
         # compile (its serial epilogue cost 1 s of a cold ResNet-18's first call);
         # np.maximum passes NaN through, as torch.relu does
         def run_numpy() -> None:
-            np.dot(x, wt, out=out)
+            blas.dot(x, wt, out)
             np.add(out, bias, out=out)
             if code == 1:
                 np.maximum(out, np.float32(0.0), out=out)
@@ -124,7 +125,7 @@ def bind_linear(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Ma
     epilogue = epilogue_rows if parallel else _epilogue_serial
 
     def run() -> None:
-        np.dot(x, wt, out=out)
+        blas.dot(x, wt, out)
         epilogue(out, bias, res, has_res, code, alpha)
     return run
 

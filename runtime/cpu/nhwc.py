@@ -16,6 +16,7 @@ import numpy as np
 from numba import prange
 
 from ..registry import register_kernel
+from . import blas
 from .activation import act_code, apply_act
 from .conv import CHUNK_FLOATS
 from .elementwise import PARALLEL_MIN, bind_add, bind_dropout, bind_leaky_relu, bind_relu, bind_sigmoid, bind_tanh
@@ -255,7 +256,7 @@ def bind_conv2d_nhwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attr
             elif strips:
                 _gemm_strips(col, wk, rows, zeros, no_res, False, 0, alpha)
             else:
-                np.matmul(col, wk, out=rows)
+                blas.dot(col, wk, rows)
         if not plain and not fused:  # the rows are (pixels, O) like a Linear's: its
             epilogue_rows(out2, bias, res2, has_res, code, alpha)  # row epilogue, once
     return run
