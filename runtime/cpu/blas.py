@@ -4,11 +4,14 @@ BLAS keeps its own worker threads beside Numba's pool. Right after a parallel ke
 the pool's worker still spins (waiting for the next one) when a product wakes BLAS's
 worker: three busy threads on a 2-core machine, and a product whose half waits for the
 scheduler stalls the step by a time slice (10-25 ms spikes). Run alone, a small
-product is about as fast on one thread. A LeNet-5 training step at batch 64 (nine
-products of 0.1-6 MFLOP, interleaved, 40 rounds): median 6.9 -> 4.9 ms and 90th
-percentile 13.5 -> 6.8 ms with them on one thread. Products after a parallel kernel,
-one thread against two (Zen 4, 30 rounds): 6 MFLOP 0.17 vs 0.19 ms, 17 MFLOP 0.31 vs
-0.26 ms, 75 MFLOP 0.95 vs 0.57 ms; hence the threshold.
+product is about as fast on one thread. LeNet-5's training step at batch 64 (nine
+products of 0.1-6 MFLOP), 40 interleaved rounds of the benchmark's protocol in a busy
+phase of this VM: median 10.7 ms (90th percentile 15.0) with BLAS as it is, 6.8 ms
+(11.2) with this module, 6.2 ms (8.7) with BLAS on one thread throughout; in a quiet
+phase the three were within 10%. Products after a parallel kernel, one thread against
+two (Zen 4, 30 rounds): 6 MFLOP 0.17 vs 0.19 ms, 17 MFLOP 0.31 vs 0.26 ms, 75 MFLOP
+0.95 vs 0.57 ms; hence the threshold. Setting the limit costs ~1-3 us a call, so the
+products OpenBLAS runs on one thread anyway are left alone.
 
 The limit is set through threadpoolctl for each call and restored after it. It changes
 a process-wide setting of OpenBLAS, so threadpoolctl lets only one Python thread set it;
