@@ -19,6 +19,7 @@ from ..registry import register_kernel
 from .elementwise import PARALLEL_MIN
 from .jit import PARALLEL
 from .pool import _planes, tiles_2x2
+from .simd import max2x2_grad
 
 
 @numba.njit(cache=True, parallel=PARALLEL)
@@ -58,30 +59,48 @@ def _better(v, m):
 @numba.njit(cache=True, inline="always")
 def _max_pool_grad_2x2_plane(gy, x, gx, q):
     # 2x2 stride-2 windows do not overlap: each window writes its four gradients (the
-    # argmax gets gy, the rest 0) instead of zeroing the plane and scattering into it
+    # argmax gets gy, the rest 0) instead of zeroing the plane and scattering into it.
+    # Vectors of 16 or 8 windows (max2x2_grad), the last one overlapping the one before
+    # (it writes the same values again); rows of fewer than 8 windows one at a time.
     _, h, w = x.shape
     _, oh, ow = gy.shape
+    xf, gf, gxf = x.reshape(-1), gy.reshape(-1), gx.reshape(-1)
     for i in range(oh):
-        x0, x1, g0, g1, gr = x[q, 2 * i], x[q, 2 * i + 1], gx[q, 2 * i], gx[q, 2 * i + 1], gy[q, i]
-        for j in range(ow):  # stays scalar (~9 ns a window here): LLVM does not vectorize it
-            a, b, c, d = x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]
-            tb = _better(b, a)
-            m = b if tb else a
-            k = 1 if tb else 0
-            tc = _better(c, m)
-            m = c if tc else m
-            k = 2 if tc else k
-            k = 3 if _better(d, m) else k
-            g = gr[j]
-            g0[2 * j] = g if k == 0 else np.float32(0.0)
-            g0[2 * j + 1] = g if k == 1 else np.float32(0.0)
-            g1[2 * j] = g if k == 2 else np.float32(0.0)
-            g1[2 * j + 1] = g if k == 3 else np.float32(0.0)
+        i0, ig = (q * h + 2 * i) * w, (q * oh + i) * ow
+        if ow >= 16:
+            for s0 in range(0, ow, 16):
+                s = min(s0, ow - 16)
+                max2x2_grad(xf, gf, gxf, i0 + 2 * s, i0 + w + 2 * s, ig + s, 16)
+        elif ow >= 8:
+            max2x2_grad(xf, gf, gxf, i0, i0 + w, ig, 8)
+            s = ow - 8
+            max2x2_grad(xf, gf, gxf, i0 + 2 * s, i0 + w + 2 * s, ig + s, 8)
+        else:
+            _max_pool_grad_2x2_row(x[q, 2 * i], x[q, 2 * i + 1], gx[q, 2 * i],
+                                   gx[q, 2 * i + 1], gy[q, i])
         for j in range(2 * ow, w):  # an odd last column no window covers
-            g0[j] = 0.0
-            g1[j] = 0.0
+            gx[q, 2 * i, j] = 0.0
+            gx[q, 2 * i + 1, j] = 0.0
     for i in range(2 * oh, h):  # an odd last row
         gx[q, i] = 0.0
+
+
+@numba.njit(cache=True, inline="always")
+def _max_pool_grad_2x2_row(x0, x1, g0, g1, gr):
+    for j in range(gr.shape[0]):
+        a, b, c, d = x0[2 * j], x0[2 * j + 1], x1[2 * j], x1[2 * j + 1]
+        tb = _better(b, a)
+        m = b if tb else a
+        k = 1 if tb else 0
+        tc = _better(c, m)
+        m = c if tc else m
+        k = 2 if tc else k
+        k = 3 if _better(d, m) else k
+        g = gr[j]
+        g0[2 * j] = g if k == 0 else np.float32(0.0)
+        g0[2 * j + 1] = g if k == 1 else np.float32(0.0)
+        g1[2 * j] = g if k == 2 else np.float32(0.0)
+        g1[2 * j + 1] = g if k == 3 else np.float32(0.0)
 
 
 @numba.njit(cache=True, parallel=PARALLEL)

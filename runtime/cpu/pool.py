@@ -80,9 +80,11 @@ def tiles_2x2(x: np.ndarray, out: np.ndarray, kh: int, kw: int, sh: int, sw: int
               pt: int, pl: int, dh: int, dw: int) -> bool:
     """Whether a max pool over planes ``x`` -> ``out`` (P, H, W) is 2x2 windows at stride 2
     with no padding or dilation, each inside the input (a ceil_mode window past the edge
-    is not): disjoint windows, the fast path of the forward and backward kernels."""
+    is not), on C-contiguous planes: disjoint windows, the fast path of the forward and
+    backward kernels (the backward reads the planes as flat rows)."""
     return ((kh, kw, sh, sw, pt, pl, dh, dw) == (2, 2, 2, 2, 0, 0, 1, 1)
-            and 2 * out.shape[1] <= x.shape[1] and 2 * out.shape[2] <= x.shape[2])
+            and 2 * out.shape[1] <= x.shape[1] and 2 * out.shape[2] <= x.shape[2]
+            and x.flags.c_contiguous and out.flags.c_contiguous)
 
 
 @numba.njit(cache=True, inline="always")

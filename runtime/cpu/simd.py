@@ -419,6 +419,74 @@ def fmax_nan(typingctx, a, b):
     return types.float32(a, b), codegen
 
 
+# ---------------------------------------------------------------- 2x2 max-pool windows
+# ``n`` (8 or 16) adjacent 2x2 stride-2 windows: their two input rows are 2n consecutive
+# floats each, split into the windows' left (even) and right (odd) columns by a shuffle.
+# Written as a scalar loop the backward stayed scalar (~9 ns a window): LLVM does not
+# vectorize the stride-2 accesses with the selects between them. (The forward's loop,
+# a chain of selects into one store a window, does vectorize: as fast as this.)
+
+def _vec_ptr(context, builder, arr_type, arr, idx, n):
+    data = context.make_array(arr_type)(context, builder, arr).data
+    return builder.bitcast(builder.gep(data, [idx]), ir.VectorType(_F32, n).as_pointer())
+
+
+def _pairs(context, builder, arr_type, arr, idx, n):
+    both = builder.load(_vec_ptr(context, builder, arr_type, arr, idx, 2 * n), align=4)
+    pick = lambda first: ir.Constant(ir.VectorType(ir.IntType(32), n),  # noqa: E731
+                                     list(range(first, 2 * n, 2)))
+    return (builder.shuffle_vector(both, both, pick(0)),
+            builder.shuffle_vector(both, both, pick(1)))
+
+
+def _window_leads(builder, a, b, c, d):
+    """Masks of the taps b, c, d that take the lead in a running max over a, b, c, d as
+    the forward pool computes it (a NaN wins and stays): the last one set is the argmax,
+    a if none is."""
+    def better(v, m):
+        return builder.or_(builder.fcmp_ordered(">", v, m), builder.fcmp_unordered("uno", v, v))
+    tb = better(b, a)
+    m = builder.select(tb, b, a)
+    tc = better(c, m)
+    m = builder.select(tc, c, m)
+    return tb, tc, better(d, m)
+
+
+def _window_args(sig, n_arg):
+    return all(isinstance(a, types.Array) and a.dtype == types.float32 for a in sig[:n_arg])
+
+
+@intrinsic(prefer_literal=True)
+def max2x2_grad(typingctx, xf, gf, gxf, i0, i1, ig, n):
+    """dL/dx of ``n`` 2x2 windows (rows at ``xf[i0]``, ``xf[i1]``; dL/dx at the same
+    indices of ``gxf``): each window's dL/dy ``gf[ig + j]`` goes to its argmax (the first
+    maximum, or the last NaN, as PyTorch), zero to its other three inputs."""
+    if not (_window_args((xf, gf, gxf), 3) and isinstance(n, types.IntegerLiteral)):
+        return None
+    w = n.literal_value
+
+    def codegen(context, builder, sig, args):
+        a, b = _pairs(context, builder, sig.args[0], args[0], args[3], w)
+        c, d = _pairs(context, builder, sig.args[0], args[0], args[4], w)
+        tb, tc, td = _window_leads(builder, a, b, c, d)
+        g = builder.load(_vec_ptr(context, builder, sig.args[1], args[1], args[5], w), align=4)
+        zero = ir.Constant(ir.VectorType(_F32, w), [0.0] * w)
+        later_c = builder.not_(td)  # c is the argmax if it led and d did not overtake
+        later_b = builder.and_(later_c, builder.not_(tc))
+        later_a = builder.and_(later_b, builder.not_(tb))
+        ga = builder.select(later_a, g, zero)
+        gb = builder.select(builder.and_(later_b, tb), g, zero)
+        gc = builder.select(builder.and_(later_c, tc), g, zero)
+        gd = builder.select(td, g, zero)
+        mix = ir.Constant(ir.VectorType(ir.IntType(32), 2 * w),
+                          [k // 2 + (w if k % 2 else 0) for k in range(2 * w)])
+        for row, left, right in ((args[3], ga, gb), (args[4], gc, gd)):
+            builder.store(builder.shuffle_vector(left, right, mix),
+                          _vec_ptr(context, builder, sig.args[2], args[2], row, 2 * w), align=4)
+        return context.get_dummy_value()
+    return types.none(xf, gf, gxf, i0, i1, ig, n), codegen
+
+
 # ---------------------------------------------------------------------- epilogues
 
 @numba.njit(cache=True, inline="always")

@@ -168,14 +168,19 @@ def test_max_pool_grad(n, c, h, w, k, s, p, d, ceil):
 @pytest.mark.parametrize("n,c,h,w,ceil", [
     (1, 2, 7, 9, False),     # 2x2 fast path; the odd last row and column get zero
     (1, 2, 7, 9, True),      # ceil_mode windows past the input: the general kernel
-    (2, 40, 33, 31, False),  # big enough for the parallel fast path
+    (2, 40, 33, 31, False),  # big enough for the parallel fast path (vectors of 8)
+    (1, 2, 28, 28, False),   # LeNet's first pool: 14 windows, 8 + overlapping 8
+    (2, 3, 6, 41, False),    # 20 windows (16 + overlapping 16), an odd last column
+    (1, 2, 4, 64, False),    # 32 windows: two vectors of 16
 ])
 def test_max_pool_grad_2x2_with_nan_and_inf(n, c, h, w, ceil):
     r = rng(4)
     x = r.standard_normal((n, c, h, w)).astype(np.float32)
     x[0, 0, 0, 1] = x[0, 0, 1, 0] = np.nan  # two NaNs in a window: the last one wins
     x[0, 1, 2:4, 2:4] = -np.inf             # an all -inf window: its first element wins
-    x[-1, -1, 4, 4] = np.inf
+    x[-1, -1, 4 % h, 4] = np.inf
+    x[0, 0, 2, 5] = x[0, 0, 3, 4] = 7.0     # a tie inside a vector: the first one wins
+    x[0, 1, 0, 7] = x[0, 1, 1, 7] = np.nan    # the NaN of the lower row wins
     tx = t64(x, True)
     y = F.max_pool2d(tx, 2, 2, ceil_mode=ceil)
     gy = r.standard_normal(tuple(y.shape)).astype(np.float32)

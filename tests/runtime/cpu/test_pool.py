@@ -19,6 +19,8 @@ POOL_CASES = [  # (h, w, k, s, p, ceil)
     (9, 7, 2, 3, 0, False), (9, 7, 2, 3, 1, True), (6, 6, 3, 2, 1, True), (4, 4, 4, 1, 2, False),
     (7, 7, (2, 3), (3, 1), (1, 0), True),
     (7, 9, 2, 2, 0, True), (6, 10, 2, 2, 0, False),  # 2x2 fast path: refused / taken
+    (4, 16, 2, 2, 0, False), (5, 29, 2, 2, 0, False),  # 8 windows, 14 (8 + overlapping 8)
+    (4, 41, 2, 2, 0, False), (2, 64, 2, 2, 0, False),  # 20 (16 + overlapping 16), 32
 ]
 
 
@@ -51,13 +53,19 @@ def test_max_pool_dilation_and_asymmetric_padding(d):
     assert rel_err(run_kernel("max_pool2d", [x], ref.shape, attrs), ref) == 0
 
 
-def test_max_pool_nan():
-    x = np.zeros((1, 1, 4, 4), np.float32)
+@pytest.mark.parametrize("w", [4, 20, 40])  # one window at a time, vectors of 8 and 16
+def test_max_pool_nan(w):
+    x = np.zeros((1, 1, 4, w), np.float32)
     x[0, 0, 0, 0] = np.nan
+    x[0, 0, 3, w - 1] = np.nan  # the last window of the last row (an overlapped vector)
+    x[0, 0, 2, 2] = -np.inf
     attrs = dict(kernel_size=(2, 2), stride=(2, 2), padding=(0, 0, 0, 0), dilation=(1, 1),
                  ceil_mode=False)
-    y = run_kernel("max_pool2d", [x], (1, 1, 2, 2), attrs)
-    assert np.isnan(y[0, 0, 0, 0]) and np.isfinite(y.ravel()[1:]).all()
+    y = run_kernel("max_pool2d", [x], (1, 1, 2, w // 2), attrs)
+    ref = F.max_pool2d(t(x), 2).numpy()
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    assert np.isnan(y[0, 0, 0, 0]) and np.isnan(y[0, 0, 1, -1])
+    np.testing.assert_array_equal(y[~np.isnan(y)], ref[~np.isnan(ref)])
 
 
 @pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NCHW16c"])
