@@ -18,7 +18,8 @@ from numba import prange
 from ..registry import register_kernel
 from . import blas, conv_blocked, conv_direct
 from .conv import _gather_images, _im2col_group, _scatter_epilogue, images_per_gemm
-from .jit import PARALLEL, valid_range
+from .elementwise import PARALLEL_MIN
+from .jit import PARALLEL, by_size, valid_range
 
 _NO_BIAS, _NO_RES = np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
 _NO_RES4 = np.zeros((1, 1, 1, 1), np.float32)
@@ -222,16 +223,22 @@ def bind_conv2d_grad_weight(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray
     return run
 
 
-@numba.njit(cache=True, parallel=PARALLEL)
 def _channel_sum(g, out):
-    # g: (N, C, P) -> out[c] = sum over N and P (float64 accumulation)
+    # g: (N, C, P) -> out[c] = sum over N and P, accumulated in float64; "reassoc" lets
+    # LLVM split each sum into vector lanes (a single float64 chain ran ~1 ns an element:
+    # LeNet-5's first conv bias, b64, 0.13 ms)
     n, c_n, p = g.shape
     for c in prange(c_n):
         s = 0.0
         for i in range(n):
+            row = g[i, c]
             for k in range(p):
-                s += g[i, c, k]
+                s += row[k]
         out[c] = s
+
+
+_CHANNEL_SUM = (numba.njit(cache=True, parallel=PARALLEL, fastmath={"reassoc"})(_channel_sum),
+                numba.njit(cache=True, fastmath={"reassoc"})(_channel_sum))
 
 
 @register_kernel("bias_grad", mode="backward")
@@ -239,7 +246,20 @@ def bind_bias_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs:
     """dL/db: dL/dy summed over every axis but the channel axis."""
     gy, gb = ins[0], outs[0]
     g3 = gy.reshape(gy.shape[0], gy.shape[1], -1)
-    return lambda: _channel_sum(g3, gb)
+    if g3.shape[2] == 1:  # a Linear's (N, O): rows added in order, vectorized over O
+        return lambda: _row_sum(g3[:, :, 0], gb)
+    fn = by_size(_CHANNEL_SUM, g3.size, PARALLEL_MIN)
+    return lambda: fn(g3, gb)
+
+
+@numba.njit(cache=True)
+def _row_sum(g, out):
+    acc = np.zeros(g.shape[1])
+    for i in range(g.shape[0]):
+        for c in range(g.shape[1]):
+            acc[c] += g[i, c]
+    for c in range(g.shape[1]):
+        out[c] = acc[c]
 
 
 @register_kernel("linear_grad_input", mode="backward")

@@ -143,6 +143,15 @@ def test_linear_grads(n, f, o):
                    gy.astype(np.float64).sum(0)) < TOL
 
 
+@pytest.mark.parametrize("shape", [(1, 3), (64, 120), (2, 5, 3, 7), (64, 6, 28, 28),
+                                   (3, 33, 1, 1)])  # Linear's (N, O), serial, parallel
+def test_bias_grad_against_float64(shape):
+    gy = rng(len(shape)).standard_normal(shape).astype(np.float32) + 0.5
+    ref = gy.astype(np.float64).sum(axis=tuple(i for i in range(gy.ndim) if i != 1))
+    got = run_kernel("bias_grad", [gy], (shape[1],), {}, mode="backward")
+    assert rel_err(got, ref) < 1e-6
+
+
 # ------------------------------------------------------------------ pooling
 
 @pytest.mark.parametrize("n,c,h,w,k,s,p,d,ceil", [
