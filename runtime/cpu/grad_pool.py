@@ -121,7 +121,7 @@ def bind_max_pool_grad(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], at
     gy, x, gx = _planes(ins[0]), _planes(ins[1]), _planes(outs[0])
     (kh, kw), (sh, sw), (dh, dw) = a["kernel_size"], a["stride"], a["dilation"]
     pt, pl = a["padding"][:2]
-    if tiles_2x2(x, gy, kh, kw, sh, sw, pt, pl, dh, dw):
+    if tiles_2x2(x, gy, kh, kw, sh, sw, pt, pl, dh, dw) and gx.flags.c_contiguous:
         fn = _max_pool_grad_2x2 if x.size >= PARALLEL_MIN else _max_pool_grad_2x2_serial
         return lambda: fn(gy, x, gx)
     return lambda: _max_pool_grad(gy, x, gx, kh, kw, sh, sw, pt, pl, dh, dw)
