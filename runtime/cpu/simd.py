@@ -419,6 +419,49 @@ def fmax_nan(typingctx, a, b):
     return types.float32(a, b), codegen
 
 
+@intrinsic
+def vzero_taps(typingctx, cols):
+    """A tile of 4 * len(cols) zero vectors (``cols``: a tuple whose length, known when
+    Numba compiles, is a kernel's width): vfma_taps's accumulators."""
+    if not (isinstance(cols, types.UniTuple) and isinstance(cols.dtype, types.Integer)):
+        return None
+    tile = types.UniTuple(f32x16, 4 * cols.count)
+
+    def codegen(context, builder, sig, args):
+        out = context.get_constant_undef(tile)
+        zero = ir.Constant(_VEC, [0.0] * LANES)
+        for j in range(tile.count):
+            out = builder.insert_value(out, zero, j)
+        return out
+    return tile(cols), codegen
+
+
+@intrinsic
+def vfma_taps(typingctx, accs, xf, xi, g0, g1, g2, g3):
+    """One kernel row of a direct conv's dL/dW: for each tap b < T/4 (T = len(accs)),
+    ``accs[4b + k] += xf[xi + b:][:16] * g_k``: the row's T/4 shifted input vectors
+    against 4 output channels' dL/dy vectors, each loaded once for the whole row."""
+    if not (_tile_type(accs) and accs.count % 4 == 0 and isinstance(xf, types.Array)
+            and xf.dtype == types.float32 and isinstance(xi, types.Integer)
+            and g0 == g1 == g2 == g3 == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        accs_v, gs = args[0], args[3:7]
+        data = context.make_array(sig.args[1])(context, builder, args[1]).data
+        idx = _as_i64(context, builder, args[2], sig.args[2])
+        fma = _fma(builder)
+        for b in range(sig.args[0].count // 4):
+            p = builder.bitcast(builder.gep(data, [builder.add(idx, ir.Constant(idx.type, b))]),
+                                _VEC.as_pointer())
+            x = builder.load(p, align=4)
+            for k in range(4):
+                a = builder.extract_value(accs_v, 4 * b + k)
+                accs_v = builder.insert_value(accs_v, builder.call(fma, [x, gs[k], a]), 4 * b + k)
+        return accs_v
+    return accs(accs, xf, xi, g0, g1, g2, g3), codegen
+
+
 # ---------------------------------------------------------------- 2x2 max-pool windows
 # ``n`` (8 or 16) adjacent 2x2 stride-2 windows: their two input rows are 2n consecutive
 # floats each, split into the windows' left (even) and right (odd) columns by a shuffle.

@@ -152,6 +152,26 @@ def test_bias_grad_against_float64(shape):
     assert rel_err(got, ref) < 1e-6
 
 
+@pytest.mark.parametrize("n,c,h,w,o,k,p", [
+    (64, 6, 14, 14, 16, 5, 0),  # LeNet-5's c2, parallel: a kernel row of 5 taps a pass
+    (1, 1, 28, 28, 6, 5, 2),    # c1 at batch 1 (serial), a partial block of 4 channels
+    (2, 5, 9, 11, 7, 3, 1),     # 3 taps a row, 7 output channels
+    (1, 4, 6, 7, 3, 2, 0),      # 2 taps a row
+    (2, 2, 12, 10, 5, 7, 3),    # 7 taps: more than a row fits in registers, tap by tap
+])
+def test_direct_conv_grad_weight_against_float64(n, c, h, w, o, k, p):
+    from runtime.cpu import conv_direct
+    r = rng(k)
+    x = r.standard_normal((n, c, h, w)).astype(np.float32)
+    gy = r.standard_normal((n, o, h + 2 * p - k + 1, w + 2 * p - k + 1)).astype(np.float32)
+    assert conv_direct.suits_grad_weight(c, k, k, (1, 1), (1, 1), 1)
+    tx, tw = t64(x), t64(np.zeros((o, c, k, k), np.float32), True)
+    F.conv2d(tx, tw, padding=p).backward(t64(gy))
+    gw = np.full((o, c, k, k), np.nan, np.float32)
+    conv_direct.bind_grad_weight(x, gy, gw, k, k, (p,) * 4)()
+    assert rel_err(gw, tw.grad.numpy()) < 1e-5
+
+
 # ------------------------------------------------------------------ pooling
 
 @pytest.mark.parametrize("n,c,h,w,k,s,p,d,ceil", [
