@@ -19,7 +19,7 @@ from ..registry import register_kernel
 from . import blas, conv_blocked, conv_direct
 from .conv import _gather_images, _im2col_group, _scatter_epilogue, images_per_gemm
 from .elementwise import PARALLEL_MIN
-from .jit import PARALLEL, by_size, valid_range
+from .jit import PARALLEL, by_size, parallel_and_serial, valid_range
 
 _NO_BIAS, _NO_RES = np.zeros(1, np.float32), np.zeros((1, 1, 1), np.float32)
 _NO_RES4 = np.zeros((1, 1, 1, 1), np.float32)
@@ -237,8 +237,7 @@ def _channel_sum(g, out):
         out[c] = s
 
 
-_CHANNEL_SUM = (numba.njit(cache=True, parallel=PARALLEL, fastmath={"reassoc"})(_channel_sum),
-                numba.njit(cache=True, fastmath={"reassoc"})(_channel_sum))
+_CHANNEL_SUM = parallel_and_serial(_channel_sum, fastmath={"reassoc"})
 
 
 @register_kernel("bias_grad", mode="backward")

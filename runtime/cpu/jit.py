@@ -20,11 +20,12 @@ def valid_range(n_out, n_in, stride, pad, offset):
     return lo, max(lo, hi)
 
 
-def parallel_and_serial(fn):
+def parallel_and_serial(fn, **options):
     """(parallel, serial) compilations of one loop written with ``prange``: for kernels
     whose small calls (a bias, a BN scale) cost less than a parallel region, and would
-    wake the pool's other thread once more per step."""
-    return numba.njit(cache=True, parallel=PARALLEL)(fn), numba.njit(cache=True)(fn)
+    wake the pool's other thread once more per step. ``options`` go to both (fastmath)."""
+    return (numba.njit(cache=True, parallel=PARALLEL, **options)(fn),
+            numba.njit(cache=True, **options)(fn))
 
 
 def by_size(kernels, n: int, parallel_min: int):

@@ -44,16 +44,22 @@ def _splat(builder, value, value_type):
                                   ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
 
 
-def _ptr(context, builder, arr_type, arr, idx):
+def _ptr(context, builder, arr_type, arr, idx, n=LANES):
+    """A pointer to the ``n`` floats (a <n x float>) of array ``arr`` from element ``idx``."""
     ary = context.make_array(arr_type)(context, builder, arr)
     base = builder.gep(ary.data, [idx])
-    return builder.bitcast(base, _VEC.as_pointer())
+    return builder.bitcast(base, ir.VectorType(_F32, n).as_pointer())
+
+
+def _f32_arrays(*arrays) -> bool:
+    """Whether every one of ``arrays`` (Numba types) is a float32 array."""
+    return all(isinstance(a, types.Array) and a.dtype == types.float32 for a in arrays)
 
 
 @intrinsic
 def vload(typingctx, arr, idx):
     """16 consecutive floats of ``arr`` starting at element ``idx``."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.float32):
+    if not _f32_arrays(arr):
         return None
 
     def codegen(context, builder, sig, args):
@@ -65,7 +71,7 @@ def vload(typingctx, arr, idx):
 @intrinsic
 def vstore(typingctx, arr, idx, v):
     """Store vector ``v`` into ``arr[idx:idx + 16]``."""
-    if not (isinstance(arr, types.Array) and arr.dtype == types.float32 and v == f32x16):
+    if not (_f32_arrays(arr) and v == f32x16):
         return None
 
     def codegen(context, builder, sig, args):
@@ -173,8 +179,8 @@ def _fma_into(builder, accs, j, x, w):
 def vfma_tile(typingctx, accs, xf, xi, st, w):
     """``accs[j] += xf[xi + j * st] * w`` for every accumulator j of the tile: one weight
     vector against T input values (the tile's pixels), T independent FMA chains."""
-    if not (_tile_type(accs) and isinstance(xf, types.Array) and xf.dtype == types.float32
-            and isinstance(xi, types.Integer) and isinstance(st, types.Integer) and w == f32x16):
+    if not (_tile_type(accs) and _f32_arrays(xf) and isinstance(xi, types.Integer)
+            and isinstance(st, types.Integer) and w == f32x16):
         return None
 
     def codegen(context, builder, sig, args):
@@ -214,8 +220,7 @@ def vfma_tile_edge(typingctx, accs, xf, zf, row, iw, sw, width, ps, ic, w):
     load and an FMA per pixel, as in the interior (a select on each loaded value cost 20%
     at 8x8 planes)."""
     ints = (row, iw, sw, width, ps, ic)
-    if not (_tile_type(accs) and all(isinstance(a, types.Array) and a.dtype == types.float32
-                                     for a in (xf, zf))
+    if not (_tile_type(accs) and _f32_arrays(xf, zf)
             and all(isinstance(t, types.Integer) for t in ints) and w == f32x16):
         return None
 
@@ -234,8 +239,8 @@ def vfma_tile_edge(typingctx, accs, xf, zf, row, iw, sw, width, ps, ic, w):
 
 
 def _strided_ok(tile, arr, idx, stride) -> bool:
-    return (_tile_type(tile) and isinstance(arr, types.Array) and arr.dtype == types.float32
-            and isinstance(idx, types.Integer) and isinstance(stride, types.Integer))
+    return (_tile_type(tile) and _f32_arrays(arr) and isinstance(idx, types.Integer)
+            and isinstance(stride, types.Integer))
 
 
 def _strided_ptrs(context, builder, sig, args):
@@ -284,8 +289,7 @@ def vload_tile_edge(typingctx, like, xf, zf, row, iw, sw, width):
     of the row starting at ``xf[row]`` (16 floats a pixel), or the zero vector ``zf``
     where that column is outside ``[0, width)``: a row tile that straddles the border."""
     ints = (row, iw, sw, width)
-    if not (_tile_type(like) and all(isinstance(a, types.Array) and a.dtype == types.float32
-                                     for a in (xf, zf))
+    if not (_tile_type(like) and _f32_arrays(xf, zf)
             and all(isinstance(t, types.Integer) for t in ints)):
         return None
 
@@ -441,20 +445,17 @@ def vfma_taps(typingctx, accs, xf, xi, g0, g1, g2, g3):
     """One kernel row of a direct conv's dL/dW: for each tap b < T/4 (T = len(accs)),
     ``accs[4b + k] += xf[xi + b:][:16] * g_k``: the row's T/4 shifted input vectors
     against 4 output channels' dL/dy vectors, each loaded once for the whole row."""
-    if not (_tile_type(accs) and accs.count % 4 == 0 and isinstance(xf, types.Array)
-            and xf.dtype == types.float32 and isinstance(xi, types.Integer)
-            and g0 == g1 == g2 == g3 == f32x16):
+    if not (_tile_type(accs) and accs.count % 4 == 0 and _f32_arrays(xf)
+            and isinstance(xi, types.Integer) and g0 == g1 == g2 == g3 == f32x16):
         return None
 
     def codegen(context, builder, sig, args):
         accs_v, gs = args[0], args[3:7]
-        data = context.make_array(sig.args[1])(context, builder, args[1]).data
         idx = _as_i64(context, builder, args[2], sig.args[2])
         fma = _fma(builder)
         for b in range(sig.args[0].count // 4):
-            p = builder.bitcast(builder.gep(data, [builder.add(idx, ir.Constant(idx.type, b))]),
-                                _VEC.as_pointer())
-            x = builder.load(p, align=4)
+            tap = builder.add(idx, ir.Constant(idx.type, b))
+            x = builder.load(_ptr(context, builder, sig.args[1], args[1], tap), align=4)
             for k in range(4):
                 a = builder.extract_value(accs_v, 4 * b + k)
                 accs_v = builder.insert_value(accs_v, builder.call(fma, [x, gs[k], a]), 4 * b + k)
@@ -469,13 +470,8 @@ def vfma_taps(typingctx, accs, xf, xi, g0, g1, g2, g3):
 # vectorize the stride-2 accesses with the selects between them. (The forward's loop,
 # a chain of selects into one store a window, does vectorize: as fast as this.)
 
-def _vec_ptr(context, builder, arr_type, arr, idx, n):
-    data = context.make_array(arr_type)(context, builder, arr).data
-    return builder.bitcast(builder.gep(data, [idx]), ir.VectorType(_F32, n).as_pointer())
-
-
 def _pairs(context, builder, arr_type, arr, idx, n):
-    both = builder.load(_vec_ptr(context, builder, arr_type, arr, idx, 2 * n), align=4)
+    both = builder.load(_ptr(context, builder, arr_type, arr, idx, 2 * n), align=4)
     pick = lambda first: ir.Constant(ir.VectorType(ir.IntType(32), n),  # noqa: E731
                                      list(range(first, 2 * n, 2)))
     return (builder.shuffle_vector(both, both, pick(0)),
@@ -495,16 +491,12 @@ def _window_leads(builder, a, b, c, d):
     return tb, tc, better(d, m)
 
 
-def _window_args(sig, n_arg):
-    return all(isinstance(a, types.Array) and a.dtype == types.float32 for a in sig[:n_arg])
-
-
 @intrinsic(prefer_literal=True)
 def max2x2_grad(typingctx, xf, gf, gxf, i0, i1, ig, n):
     """dL/dx of ``n`` 2x2 windows (rows at ``xf[i0]``, ``xf[i1]``; dL/dx at the same
     indices of ``gxf``): each window's dL/dy ``gf[ig + j]`` goes to its argmax (the first
     maximum, or the last NaN, as PyTorch), zero to its other three inputs."""
-    if not (_window_args((xf, gf, gxf), 3) and isinstance(n, types.IntegerLiteral)):
+    if not (_f32_arrays(xf, gf, gxf) and isinstance(n, types.IntegerLiteral)):
         return None
     w = n.literal_value
 
@@ -512,7 +504,7 @@ def max2x2_grad(typingctx, xf, gf, gxf, i0, i1, ig, n):
         a, b = _pairs(context, builder, sig.args[0], args[0], args[3], w)
         c, d = _pairs(context, builder, sig.args[0], args[0], args[4], w)
         tb, tc, td = _window_leads(builder, a, b, c, d)
-        g = builder.load(_vec_ptr(context, builder, sig.args[1], args[1], args[5], w), align=4)
+        g = builder.load(_ptr(context, builder, sig.args[1], args[1], args[5], w), align=4)
         zero = ir.Constant(ir.VectorType(_F32, w), [0.0] * w)
         later_c = builder.not_(td)  # c is the argmax if it led and d did not overtake
         later_b = builder.and_(later_c, builder.not_(tc))
@@ -525,7 +517,7 @@ def max2x2_grad(typingctx, xf, gf, gxf, i0, i1, ig, n):
                           [k // 2 + (w if k % 2 else 0) for k in range(2 * w)])
         for row, left, right in ((args[3], ga, gb), (args[4], gc, gd)):
             builder.store(builder.shuffle_vector(left, right, mix),
-                          _vec_ptr(context, builder, sig.args[2], args[2], row, 2 * w), align=4)
+                          _ptr(context, builder, sig.args[2], args[2], row, 2 * w), align=4)
         return context.get_dummy_value()
     return types.none(xf, gf, gxf, i0, i1, ig, n), codegen
 
