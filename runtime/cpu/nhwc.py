@@ -118,7 +118,9 @@ GEMM_CHUNK = 96
 GEMM_KC = 256
 
 
-@numba.njit(cache=True)
+# inlined, not called: a call passed the arrays by value with atomic reference counts and
+# the accumulators back through memory (0.67x on a K=27 stem, 0.90x at K=576, M=1024)
+@numba.njit(cache=True, inline="always")
 def _gemm_tile(accs, af, bf, r, k0, k1, k_n, s0):
     """accs += a[r:r + T, k0:k1] @ b[k0:k1, strip] (T = len(accs): one compile per width)."""
     for k in range(k0, k1):
