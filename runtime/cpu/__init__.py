@@ -37,6 +37,10 @@ def _select_threading_layer() -> str:
 
 numba.config.THREADING_LAYER = _select_threading_layer()
 
+from .jit import drop_stale_caches  # noqa: E402
+
+drop_stale_caches()  # before any kernel module loads its cached kernels
+
 from . import (conv, conv_blocked, elementwise, layout, linear, norm,  # noqa: E402,F401
                pool)  # (each registers its kernels on import)
 from . import nhwc  # noqa: E402,F401  (channels-last kernels)

@@ -1,4 +1,8 @@
 """Numba settings and small helpers shared by the CPU kernels."""
+import hashlib
+import os
+from pathlib import Path
+
 import numba
 from numba.core.cpu import ParallelOptions
 
@@ -31,3 +35,51 @@ def parallel_and_serial(fn, **options):
 def by_size(kernels, n: int, parallel_min: int):
     """The parallel one of ``parallel_and_serial``'s pair from ``parallel_min`` elements."""
     return kernels[0] if n >= parallel_min else kernels[1]
+
+
+# ------------------------------------------------------------ the kernel cache on disk
+
+STAMP = "cnncomp-kernel-sources.sha1"
+
+
+def _cache_dir() -> "Path | None":
+    """The directory where Numba keeps this package's compiled kernels (its own choice of
+    locator for these source files: __pycache__ beside them, or under NUMBA_CACHE_DIR)."""
+    from numba.core import caching, config
+    impl = getattr(caching, "CacheImpl", None) or getattr(caching, "_CacheImpl", None)
+    if impl is None or getattr(config, "CACHE_LOCATOR_CLASSES", None):
+        return None  # another Numba, or the user's own locators: leave it to Numba
+    for cls in impl._locator_classes:
+        loc = cls.from_function(valid_range.py_func, valid_range.py_func.__code__.co_filename)
+        if loc is not None:
+            return Path(loc.get_cache_path())
+    return None
+
+
+def drop_stale_caches() -> None:
+    """Delete the kernels Numba cached from other versions of these sources.
+
+    Numba checks a cached function against the timestamp of the file that defines it,
+    not of the files it inlines or calls: after an update that changed only simd.py,
+    every kernel built on its intrinsics would load the old machine code. So the cache
+    is stamped with a digest of all of runtime/cpu's sources and emptied when they
+    change (the kernels then compile once). Best effort: a cache we cannot read or
+    write is left to Numba."""
+    try:
+        src = Path(__file__).parent
+        digest = hashlib.sha1()
+        for p in sorted(src.glob("*.py")):
+            digest.update(p.name.encode() + b"\0" + p.read_bytes())
+        cache = _cache_dir()
+        if cache is None or not cache.is_dir():
+            return
+        stamp = cache / STAMP
+        if stamp.exists() and stamp.read_text().strip() == digest.hexdigest():
+            return
+        for p in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+            p.unlink(missing_ok=True)
+        tmp = cache / f"{STAMP}.{os.getpid()}"
+        tmp.write_text(digest.hexdigest())
+        os.replace(tmp, stamp)
+    except Exception:  # noqa: BLE001 (a read-only or odd cache: Numba's own checks apply)
+        return
