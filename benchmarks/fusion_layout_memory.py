@@ -34,8 +34,11 @@ def machine() -> str:
     except OSError:
         pass
     import numba
+
+    import runtime.cpu  # noqa: F401  (it picks the threading layer)
     return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"numba {numba.__version__}, numpy {np.__version__}")
+            f"numba {numba.__version__} ({numba.config.THREADING_LAYER} threading layer), "
+            f"numpy {np.__version__}")
 
 
 def memory_rows(batch: int) -> list[str]:

@@ -74,9 +74,13 @@ def cache_path() -> Path:
 
 
 def _machine() -> str:
-    """CPU name, vector features and thread count: what a timing depends on."""
+    """CPU name, vector features, thread count and threading layer (TBB joins its second
+    thread late on short kernels): what a timing depends on."""
     import numba
-    return f"{_cpu_and_kernels()}/threads={numba.get_num_threads()}"
+
+    import runtime.cpu  # noqa: F401  (it picks the threading layer)
+    return (f"{_cpu_and_kernels()}/threads={numba.get_num_threads()}"
+            f"@{numba.config.THREADING_LAYER}")
 
 
 @functools.lru_cache(maxsize=1)

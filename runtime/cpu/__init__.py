@@ -1,13 +1,17 @@
 """CPU kernels (Numba). Importing this package registers every CPU kernel.
 
-Threading layer, measured on the 2-core development machine (see README "Performance"):
-  * "omp" starts a parallel region in ~2-10 us but its threads spin-wait afterwards,
-    starving the BLAS threads our GEMM-based kernels call next (a 3x3 conv at batch 32
-    ran 5-6x slower) and PyTorch's in the same process;
-  * "workqueue" never spins but costs ~100-130 us per parallel region;
-  * "tbb" costs ~2-5 us per region and yields: BLAS and PyTorch keep full speed.
-So we use TBB (the `tbb` wheel, a dependency) unless the user chose a layer with
-NUMBA_THREADING_LAYER; without TBB we fall back to "workqueue".
+Threading layer: OpenMP (GNU libgomp) when Numba can load it, else TBB, else workqueue;
+NUMBA_THREADING_LAYER overrides. Measured on the 2-core development machine (README
+"Threads"):
+  * TBB yields between regions, but Numba's TBB layer opens a new task arena for every
+    parallel region and the second thread joined it 20-40 us late: kernels under ~40 us
+    (most of a batch-1 call) ran on one thread, some slower than their serial build;
+  * OpenMP's threads spin between regions and take their share at once (a region of
+    2 x 10 us: 11 us, TBB 23 us). MobileNet batch 1: 0.85x of TBB's time; batch 32
+    networks and training within noise of TBB;
+  * workqueue costs ~100 us per region.
+GNU OpenMP cannot restart its threads in a forked child (Numba terminates a child that
+tries), so a forked child runs the kernels on one thread (``_one_thread_after_fork``).
 """
 import ctypes
 import glob
@@ -17,9 +21,19 @@ import sys
 import numba
 
 
+def _gnu_openmp() -> bool:
+    try:
+        from numba.np.ufunc import omppool
+    except ImportError:  # no libgomp on this machine
+        return False
+    return getattr(omppool, "openmp_vendor", "") == "GNU"
+
+
 def _select_threading_layer() -> str:
     if "NUMBA_THREADING_LAYER" in os.environ:
         return os.environ["NUMBA_THREADING_LAYER"]
+    if _gnu_openmp():
+        return "omp"
     # the tbb wheel puts libtbb in <env>/lib, which the loader does not search: load it
     # by path so Numba's TBB pool finds it
     for lib in sorted(glob.glob(os.path.join(sys.prefix, "lib", "libtbb.so.12*"))):
@@ -35,7 +49,22 @@ def _select_threading_layer() -> str:
         return "workqueue"
 
 
+def _one_thread_after_fork() -> None:
+    """In a forked child of a process whose kernels ran on GNU OpenMP: the parent's
+    OpenMP threads do not exist here, and a parallel region would wait for them forever
+    (Numba terminates the child instead). One thread needs none of them: re-register
+    the pool for this process with one thread, so kernels run serially and correctly."""
+    from numba.np.ufunc import parallel
+    if not parallel._is_initialized or parallel._threading_layer != "omp" or not _gnu_openmp():
+        return
+    from numba.np.ufunc import omppool
+    ctypes.CFUNCTYPE(None, ctypes.c_int)(omppool.launch_threads)(1)
+    numba.set_num_threads(1)
+
+
 numba.config.THREADING_LAYER = _select_threading_layer()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_one_thread_after_fork)
 
 from .jit import drop_stale_caches  # noqa: E402
 
