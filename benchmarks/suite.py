@@ -1,7 +1,8 @@
 """The performance suite: cnncomp vs PyTorch eager vs ONNX Runtime on the CPU, side by side.
 
-    .venv/bin/python benchmarks/suite.py [--repeat 10] [--nets ...] [--batches 1 32]
-        [--train-nets lenet5 resnet18 | --no-train] [--no-skip-224-b32] [--quick]
+    .venv/bin/python benchmarks/suite.py [--repeat 10] [--passes 3] [--nets ...]
+        [--batches 1 32] [--train-nets lenet5 resnet18 | --no-train] [--no-skip-224-b32]
+        [--quick]
 
 Inference rows (each network x batch): cnncomp fused, cnncomp unfused (fuse=False),
 PyTorch eager (benchmarks/peers.TorchEager: the same graph and weights through
@@ -17,10 +18,14 @@ round = one timed call of each contestant (calls under --min-time, 20 ms, are re
 last that long and averaged), each preceded by an untimed call of the same contestant
 (thread pools left spinning by the previous one are absorbed; see cnncomp/bench.py). A
 round in which any contestant took more than --noise (1.5) x its running median is
-discarded and run again ("noisy round"). Tables give medians, the ratios cnncomp fused /
-PyTorch and cnncomp fused / ORT (below 1 = cnncomp faster), fused GFLOP/s against a
-float32 GEMM ceiling measured in the same run, the 1-minute load average before the row
-and the CPU time that other processes used during it (from /proc/stat).
+discarded and run again ("noisy round"). The whole set of rows runs --passes (3) times,
+minutes apart, because this VM's speed drifts by 10-30% over minutes and one pass cannot
+resolve a ratio to +-5%: a row reports the median over passes (times: of the per-pass
+medians; ratios: of the per-pass ratios) and lists each pass's ratio. Tables give
+medians, the ratios cnncomp fused / PyTorch and cnncomp fused / ORT (below 1 = cnncomp
+faster), fused GFLOP/s against a float32 GEMM ceiling measured in the same run, the
+1-minute load average before the row and the CPU time that other processes used during
+it (from /proc/stat).
 Compile time of the CIFAR ResNet-18 is measured in fresh subprocesses, cold (empty
 NUMBA_CACHE_DIR) and warm (default kernel cache, primed first).
 
@@ -65,7 +70,7 @@ LABELS = {"fused": "cnncomp fused", "unfused": "cnncomp unfused", "torch": "PyTo
           "ort": "ONNX Runtime"}
 # the keys of every row (inference and training alike); None where a value does not apply
 COLUMNS = ("net", "batch", "mode", "ms", "vs_torch", "vs_ort", "gflops", "pct_ceiling",
-           "rel_err", "load1", "other_cpu", "rounds", "discarded")
+           "rel_err", "load1", "other_cpu", "rounds", "discarded", "flops", "by_pass")
 
 
 def train_batch(name: str) -> int:
@@ -227,32 +232,43 @@ def inference_row(c: Inference, batch: int, repeat: int, ceiling: float, warmup:
                 max(errs.values()), mon)
 
 
-def train_row(name: str, batch: int, repeat: int, ceiling: float, warmup: int = 2,
-              noise: float = 1.5, min_time: float = 0.02) -> dict:
+class Training:
+    """The training contestants of one network (cnncomp fused and unfused, PyTorch eager),
+    checked once: their first steps from the same weights give the same loss."""
+
+    def __init__(self, name: str, batch: int):
+        self.name, self.batch = name, batch
+        net = zoo.randomize_bn_stats(zoo.get(name), seed=0)
+        opt = lambda: cnncomp.optim.SGD(LR, momentum=0.9)  # noqa: E731
+        fused = cnncomp.compile(net, training=True, optimizer=opt())
+        unfused = cnncomp.compile(net, training=True, fuse=False, optimizer=opt())
+        self.steps = {"fused": fused.step, "unfused": unfused.step, "torch": torch_step(net)}
+        g = net.graph
+        r = np.random.default_rng(1)
+        self.x = r.standard_normal((batch, *net.input_shape)).astype(np.float32)
+        self.y = r.integers(0, g.values[g.outputs[0]].shape[1], batch)
+        losses = {k: fn(self.x, self.y) for k, fn in self.steps.items()}  # same weights
+        self.errs = {k: rel_err(losses[k], losses["unfused"]) for k in self.steps
+                     if k != "unfused"}
+        bad = {k: e for k, e in self.errs.items() if not e < TOL}
+        if bad:
+            raise AssertionError(f"{name} training batch {batch}: first-step loss disagrees "
+                                 "with cnncomp unfused: " + ", ".join(
+                                     f"{LABELS[k]} rel err {e:.2e}" for k, e in bad.items()))
+        # work of one step: what the fused trainer's kernels compute (fwd, bwd, update)
+        ex, _ = fused._executor(batch)
+        self.flops = sum(s.flops for s in ex.program.steps)
+
+
+def train_row(t: Training, repeat: int, ceiling: float, warmup: int = 2, noise: float = 1.5,
+              min_time: float = 0.02) -> dict:
     """One training step: cnncomp fused and unfused vs PyTorch eager, same weights."""
     mon = CpuMonitor()
-    net = zoo.randomize_bn_stats(zoo.get(name), seed=0)
-    opt = lambda: cnncomp.optim.SGD(LR, momentum=0.9)  # noqa: E731
-    fused = cnncomp.compile(net, training=True, optimizer=opt())
-    unfused = cnncomp.compile(net, training=True, fuse=False, optimizer=opt())
-    steps = {"fused": fused.step, "unfused": unfused.step, "torch": torch_step(net)}
-    g = net.graph
-    r = np.random.default_rng(1)
-    x = r.standard_normal((batch, *net.input_shape)).astype(np.float32)
-    y = r.integers(0, g.values[g.outputs[0]].shape[1], batch)
-    losses = {k: fn(x, y) for k, fn in steps.items()}  # first step from the same weights
-    errs = {k: rel_err(losses[k], losses["unfused"]) for k in steps if k != "unfused"}
-    bad = {k: e for k, e in errs.items() if not e < TOL}
-    if bad:
-        raise AssertionError(f"{name} training batch {batch}: first-step loss disagrees with "
-                             "cnncomp unfused: " + ", ".join(f"{LABELS[k]} rel err {e:.2e}"
-                                                             for k, e in bad.items()))
-    times, discarded = time_rounds({k: (lambda fn=fn: fn(x, y)) for k, fn in steps.items()},
+    times, discarded = time_rounds({k: (lambda fn=fn: fn(t.x, t.y))
+                                    for k, fn in t.steps.items()},
                                    repeat, warmup, noise, min_time=min_time)
-    # work of one step: what the fused trainer's kernels compute (forward, backward, update)
-    ex, _ = fused._executor(batch)
-    flops = sum(s.flops for s in ex.program.steps)
-    return _row(name, batch, "train", times, discarded, flops, ceiling, max(errs.values()), mon)
+    return _row(t.name, t.batch, "train", times, discarded, t.flops, ceiling,
+                max(t.errs.values()), mon)
 
 
 def _row(net: str, batch: int, mode: str, times: dict, discarded: int, flops: float,
@@ -261,10 +277,32 @@ def _row(net: str, batch: int, mode: str, times: dict, discarded: int, flops: fl
     ratio = lambda peer: ms["fused"] / ms[peer] if ms[peer] else None  # noqa: E731
     gflops = flops / (ms["fused"] / 1e3) / 1e9 if flops else None
     return {"net": net, "batch": batch, "mode": mode, "ms": ms, "vs_torch": ratio("torch"),
-            "vs_ort": ratio("ort"), "gflops": gflops,
+            "vs_ort": ratio("ort"), "gflops": gflops, "flops": flops,
+            "by_pass": [(ratio("torch"), ratio("ort"))],
             "pct_ceiling": 100 * gflops / ceiling if gflops and ceiling else None,
             "rel_err": err, "load1": mon.load1, "other_cpu": mon.other_cores(),
             "rounds": len(times["fused"]), "discarded": discarded}
+
+
+def combine(passes: list[dict]) -> dict:
+    """One row from the same row timed in several passes through the suite (minutes
+    apart, in different phases of a noisy machine): each contestant's time is the median
+    of its per-pass medians; a ratio is the median of the per-pass ratios, each measured
+    interleaved within one phase; ``by_pass`` keeps every pass's ratios."""
+    if len(passes) == 1:
+        return passes[0]
+    first = passes[0]
+    med = lambda v: float(np.median(v)) if all(x is not None for x in v) else None  # noqa: E731
+    ms = {k: med([p["ms"][k] for p in passes]) for k in CONTESTANTS}
+    by_pass = [b for p in passes for b in p["by_pass"]]
+    gflops = first["flops"] / (ms["fused"] / 1e3) / 1e9 if first["flops"] else None
+    return {**first, "ms": ms, "by_pass": by_pass,
+            "vs_torch": med([b[0] for b in by_pass]), "vs_ort": med([b[1] for b in by_pass]),
+            "gflops": gflops, "rel_err": max(p["rel_err"] for p in passes),
+            "load1": max(p["load1"] for p in passes),
+            "other_cpu": max(p["other_cpu"] for p in passes),
+            "rounds": sum(p["rounds"] for p in passes),
+            "discarded": sum(p["discarded"] for p in passes)}
 
 
 # ---------------------------------------------------------------------- compile time
@@ -338,13 +376,20 @@ def row_line(r: dict) -> str:
             f"{_f(r['gflops'], '.1f')} | {_f(r['pct_ceiling'], '.0f', '%')} | "
             f"{r['rel_err']:.1e} | {_f(r['load1'], '.2f')} | {_f(r['other_cpu'], '.2f')}"
             f"{' (busy!)' if busy(r) else ''} | "
-            f"{r['discarded']} / {r['rounds'] + r['discarded']} |")
+            f"{r['discarded']} / {r['rounds'] + r['discarded']} | "
+            f"{_by_pass(r, 0)} | {_by_pass(r, 1)} |")
+
+
+def _by_pass(r: dict, i: int) -> str:
+    """Every pass's ratio (0: fused / PyTorch, 1: fused / ORT), in the order they ran."""
+    return ", ".join(_f(b[i], ".2f") for b in r["by_pass"]) if r["by_pass"][0][i] else "-"
 
 
 TABLE_HEAD = ["| network | batch | step | cnncomp fused ms | cnncomp unfused ms | PyTorch ms | "
               "ORT ms | fused / PyTorch | fused / ORT | fused GFLOP/s | % of GEMM | max rel "
-              "err | load1 before | other CPU (cores) | discarded rounds |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "err | load1 before | other CPU (cores) | discarded rounds | fused / PyTorch "
+              "by pass | fused / ORT by pass |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def _geomean(v: Sequence[float]) -> Optional[float]:
@@ -353,7 +398,8 @@ def _geomean(v: Sequence[float]) -> Optional[float]:
 
 
 def markdown(rows: list[dict], gemm: tuple[float, float], compiles: list[dict], command: str,
-             repeat: int, noise: float, seconds: float, min_time: float = 0.02) -> str:
+             repeat: int, noise: float, seconds: float, min_time: float = 0.02,
+             passes: int = 1) -> str:
     import onnxruntime
     import torch
     ceiling = max(gemm)
@@ -379,7 +425,12 @@ def markdown(rows: list[dict], gemm: tuple[float, float], compiles: list[dict], 
         "Float32, random weights with randomized BN statistics, the same weights in every "
         "contestant. Each row's contestants ran interleaved round-robin in this one process; "
         f"times are medians of {repeat} kept rounds (a call shorter than {min_time * 1e3:g} "
-        "ms is repeated within its round to last that long, and averaged). Ratios are "
+        "ms is repeated within its round to last that long, and averaged)"
+        + (f". The suite ran {passes} passes over all rows, minutes apart (the machine's "
+           "speed drifts by 10-30% over minutes): a time is the median of the passes' "
+           "medians, a ratio the median of the passes' ratios (each measured interleaved, "
+           "in one phase), and the by-pass columns give every pass's ratio. Ratios are "
+           if passes > 1 else ". Ratios are ") +
         "cnncomp fused time / peer time: **below 1x, cnncomp is faster**. Before timing, "
         f"every output agreed with cnncomp unfused to a relative error < {TOL:g} (max rel "
         "err column; training rows: the first step's loss). Training step: training-mode "
@@ -473,6 +524,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                     help=f"network of the cold/warm compile-time rows (default {COMPILE_NET})")
     ap.add_argument("--no-compile-time", action="store_true",
                     help="skip the cold/warm compile-time subprocesses")
+    ap.add_argument("--passes", type=int, default=None,
+                    help="passes over all rows, minutes apart; a row reports the median of "
+                         "its passes (default 3, --quick 1)")
     ap.add_argument("--noise", type=float, default=1.5,
                     help="discard a round slower than NOISE x the running median (1.5)")
     ap.add_argument("--min-time", type=float, default=0.02,
@@ -485,6 +539,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                                                 "(default benchmarks/results)")
     a = ap.parse_args(argv)
     a.repeat = a.repeat or (2 if a.quick else 10)
+    a.passes = a.passes or (1 if a.quick else 3)
     a.nets = a.nets or (QUICK_NETS if a.quick else NETS)
     a.train_nets = [] if a.no_train else (a.train_nets or (["lenet5"] if a.quick else TRAIN_NETS))
     a.compile_net = a.compile_net or ("lenet5" if a.quick else COMPILE_NET)
@@ -504,33 +559,43 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
              if not (a.skip_224_b32 and n == "resnet18_224" and b > 8)]
     n_rows = len(cases) + len(a.train_nets)
     gemm0 = gemm_ceiling()
-    print(f"GEMM ceiling {gemm0:.1f} GFLOP/s; {n_rows} rows, repeat {a.repeat}", flush=True)
+    print(f"GEMM ceiling {gemm0:.1f} GFLOP/s; {n_rows} rows, repeat {a.repeat}, "
+          f"{a.passes} pass{'es' if a.passes > 1 else ''}", flush=True)
     print(TABLE_HEAD[0], flush=True)
-    rows: list[dict] = []
+    n_timed = 0
 
-    def done(r: dict) -> None:
-        rows.append(r)
-        print(f"[{len(rows)}/{n_rows} {(time.perf_counter() - t_start) / 60:.1f} min] "
+    def done(r: dict, timed: dict[tuple, list[dict]]) -> None:
+        nonlocal n_timed
+        n_timed += 1
+        timed.setdefault((r["net"], r["batch"], r["mode"]), []).append(r)
+        print(f"[{n_timed}/{n_rows * a.passes} {(time.perf_counter() - t_start) / 60:.1f} min] "
               f"{row_line(r)}", flush=True)
         if busy(r):
             print(f"  warning: other processes kept {r['other_cpu']:.2f} cores busy during "
                   "this row: its times are not trustworthy", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="cnncomp-suite-") as work:
+        contestants: dict[tuple, Any] = {}
         for name in a.nets:
-            batches = [b for n, b in cases if n == name]
-            if not batches:
-                continue
-            print(f"compiling {name} (fused, unfused, ONNX export, ORT session) ...", flush=True)
-            c = Inference(name, work)
-            for b in batches:
-                done(inference_row(c, b, a.repeat, gemm0, noise=a.noise,
-                                   min_time=a.min_time))
-            del c
-    for name in a.train_nets:
-        print(f"compiling {name} trainers ...", flush=True)
-        done(train_row(name, train_batch(name), a.repeat, gemm0, noise=a.noise,
-                       min_time=a.min_time))
+            if any(n == name for n, _ in cases):
+                print(f"compiling {name} (fused, unfused, ONNX export, ORT session) ...",
+                      flush=True)
+                contestants[(name, "inference")] = Inference(name, work)
+        for name in a.train_nets:
+            print(f"compiling {name} trainers ...", flush=True)
+            contestants[(name, "train")] = Training(name, train_batch(name))
+        timed: dict[tuple, list[dict]] = {}
+        for p in range(a.passes):
+            if a.passes > 1:
+                print(f"pass {p + 1} of {a.passes}", flush=True)
+            for name, b in cases:
+                done(inference_row(contestants[(name, "inference")], b, a.repeat, gemm0,
+                                   noise=a.noise, min_time=a.min_time), timed)
+            for name in a.train_nets:
+                done(train_row(contestants[(name, "train")], a.repeat, gemm0, noise=a.noise,
+                               min_time=a.min_time), timed)
+        del contestants
+    rows = [combine(v) for v in timed.values()]
     gemm1 = gemm_ceiling()
     ceiling = max(gemm0, gemm1)
     for r in rows:  # the per-row % against the run's ceiling (best of start and end)
@@ -546,7 +611,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                   f"(import {c['import_s']:.2f} s)", flush=True)
     os.makedirs(a.out, exist_ok=True)
     md = markdown(rows, (gemm0, gemm1), compiles, command, a.repeat, a.noise,
-                  time.perf_counter() - t_start, a.min_time)
+                  time.perf_counter() - t_start, a.min_time, a.passes)
     with open(os.path.join(a.out, "suite.md"), "w") as f:
         f.write(md)
     plot(rows, os.path.join(a.out, "suite.png"))

@@ -34,3 +34,25 @@ def test_one_lenet5_row_has_every_column(tmp_path):
     assert "| lenet5 | 1 | inference |" in md and "rounds discarded" in md
     suite.plot([row], str(tmp_path / "suite.png"))
     assert (tmp_path / "suite.png").stat().st_size > 1000
+
+
+def _pass(fused, ort, torch=None, discarded=0):
+    ms = {"fused": fused, "unfused": 2 * fused, "torch": torch or 2 * fused, "ort": ort}
+    return {"net": "n", "batch": 1, "mode": "inference", "ms": ms,
+            "vs_torch": fused / ms["torch"], "vs_ort": fused / ort, "gflops": 1.0 / fused,
+            "flops": 1e6, "pct_ceiling": 1.0, "rel_err": 1e-7, "load1": 1.0,
+            "other_cpu": 0.01, "rounds": 10, "discarded": discarded,
+            "by_pass": [(fused / ms["torch"], fused / ort)]}
+
+
+def test_passes_combine_into_medians_of_the_passes_and_keep_each_ratio():
+    # the passes ran in different phases: the ratio is the median of the per-pass ratios
+    # (1.2, 1.0, 0.9 -> 1.0), not the ratio of the median times (2.0 / 2.2)
+    row = suite.combine([_pass(2.4, 2.0), _pass(1.0, 1.0, discarded=3), _pass(2.0, 2.2222)])
+    assert row["ms"]["fused"] == 2.0 and row["ms"]["ort"] == 2.0
+    assert row["vs_ort"] == pytest.approx(1.0)
+    assert [round(b[1], 2) for b in row["by_pass"]] == [1.2, 1.0, 0.9]
+    assert row["gflops"] == pytest.approx(1e6 / 2e-3 / 1e9)
+    assert row["rounds"] == 30 and row["discarded"] == 3
+    assert "| 1.20, 1.00, 0.90 |" in suite.row_line(row)
+    assert suite.combine([_pass(1.0, 2.0)])["vs_ort"] == 0.5  # one pass: as it was
