@@ -29,24 +29,31 @@ def _gnu_openmp() -> bool:
     return getattr(omppool, "openmp_vendor", "") == "GNU"
 
 
-def _select_threading_layer() -> str:
-    if "NUMBA_THREADING_LAYER" in os.environ:
-        return os.environ["NUMBA_THREADING_LAYER"]
-    if _gnu_openmp():
-        return "omp"
-    # the tbb wheel puts libtbb in <env>/lib, which the loader does not search: load it
-    # by path so Numba's TBB pool finds it
+def _load_tbb() -> bool:
+    """Whether Numba's TBB layer can start: the tbb wheel puts libtbb in <env>/lib, which
+    the loader does not search, so it is loaded by path first."""
     for lib in sorted(glob.glob(os.path.join(sys.prefix, "lib", "libtbb.so.12*"))):
         try:
             ctypes.CDLL(lib, mode=ctypes.RTLD_GLOBAL)
-            return "tbb"
+            return True
         except OSError:
             continue
     try:
         from numba.np.ufunc import tbbpool  # noqa: F401  (system-wide TBB)
-        return "tbb"
+        return True
     except ImportError:
-        return "workqueue"
+        return False
+
+
+def _select_threading_layer() -> str:
+    chosen = os.environ.get("NUMBA_THREADING_LAYER")
+    if chosen:  # the user's choice; TBB (or Numba's safe/threadsafe/... picks) need libtbb
+        if chosen not in ("omp", "workqueue"):
+            _load_tbb()
+        return chosen
+    if _gnu_openmp():
+        return "omp"
+    return "tbb" if _load_tbb() else "workqueue"
 
 
 def _one_thread_after_fork() -> None:
