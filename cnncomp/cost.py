@@ -5,8 +5,9 @@ AVX-512 Zen 4 the blocked NCHW16c conv ran 3x the NCHW one, on an AVX2 Zen 3 the
 GEMM beat it on VGG's wide layers while depthwise convs ran 10x slower in NHWC. So,
 like TVM's and ONNX Runtime's tuners, ``select_layout`` asks what each convolution
 actually costs here: the registered kernel of each candidate layout is bound to random
-data (``calibration_batch`` images) and timed (best of a few runs). Results are keyed by the CPU,
-the thread count, the kernels' source and the layer's shape, and kept in a JSON file,
+data (``calibration_batch`` images) and timed, the layouts of one convolution taking turns
+(best of RUNS rounds each). Results are keyed by the CPU, the thread count and threading
+layer, the kernels' source and the layer's shape, and kept in a JSON file,
 so each layer shape is measured once per machine; a new process reads them back.
 
 A cold start compiles every candidate layout's kernels before timing them (most of a
@@ -39,7 +40,7 @@ import numpy as np
 # ranked NHWC first, at 32 NCHW16c ran the whole network 14% faster.
 WORK_FLOPS = 1e9
 MAX_BATCH = 32
-RUNS = 3           # timed calls after a warm-up; the best is kept (noise only adds time)
+RUNS = 5  # timed rounds after a warm-up call; the best is kept (noise only adds time)
 HELPER_TIMEOUT_S = 600  # the compile helper is killed after this (its work is optional)
 # This process's share compiled in less than this: its kernels came from Numba's disk
 # cache, so will the helper's, and loading them here beats waiting for a new interpreter
@@ -188,16 +189,28 @@ def _bind_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
     return run, batch
 
 
-def _time_conv(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
-               out_shape: Sequence[int], attrs: Mapping[str, Any], target: str) -> float:
-    run, batch = _bind_conv(layout, x_shape, w_shape, out_shape, attrs, target)
-    run()  # compiles (or loads from Numba's cache) and warms the caches
-    best = float("inf")
+def _time_convs(specs: Sequence["ConvSpec"], target: str) -> list[float]:
+    """Seconds per image of each spec's kernel: the layouts of one convolution, timed
+    round-robin (RUNS rounds after a warm-up call each), keeping each one's best round.
+    Interleaved, a slow phase of the machine (they last seconds on a shared VM) falls on
+    every layout alike; timed one layout after the other, a cold ResNet-18 compile picked
+    NHWC (1.3x slower there) in one of four runs. A spec without a kernel gets -1."""
+    runs: list[Optional[tuple]] = []
+    for layout, xs, ws, outs, attrs in specs:
+        try:
+            run, batch = _bind_conv(layout, xs, ws, outs, attrs, target)
+            run()  # compiles (or loads from Numba's cache) and warms the caches
+            runs.append((run, batch))
+        except (LookupError, NotImplementedError, ValueError):
+            runs.append(None)  # this layout has no kernel for this conv
+    best = [float("inf")] * len(specs)
     for _ in range(RUNS):
-        t = time.perf_counter()
-        run()
-        best = min(best, time.perf_counter() - t)
-    return best / batch
+        for i, rb in enumerate(runs):
+            if rb is not None:
+                t = time.perf_counter()
+                rb[0]()
+                best[i] = min(best[i], time.perf_counter() - t)
+    return [b / rb[1] if rb is not None else -1.0 for b, rb in zip(best, runs)]
 
 
 def _compile(specs: Sequence["ConvSpec"], target: str, desc: Optional[str] = None,
@@ -341,11 +354,12 @@ def measure(specs: Sequence[ConvSpec], target: str = "cpu") -> None:
         return
     if target == "cpu" and compile_processes() > 1 and len({s[0] for s in todo.values()}) > 1:
         _compile_in_two_processes(list(todo.values()), target)
-    for key, (layout, xs, ws, outs, attrs) in tqdm(
-            todo.items(), desc="measuring conv kernels per layout", unit="conv",
-            disable=None if len(todo) > 3 else True, leave=False):
-        try:
-            _memory[key] = _time_conv(layout, xs, ws, outs, attrs, target)
-        except (LookupError, NotImplementedError, ValueError):
-            _memory[key] = -1.0  # this layout has no kernel for this conv: remembered too
+    convs: dict[str, list[str]] = {}  # one convolution -> the keys of its layouts
+    for key, spec in todo.items():
+        convs.setdefault(key.replace(f"/{spec[0]}/", "/*/", 1), []).append(key)
+    for keys in tqdm(convs.values(), desc="measuring conv kernels per layout", unit="conv",
+                     disable=None if len(convs) > 3 else True, leave=False):
+        # -1: this layout has no kernel for this conv (remembered too)
+        for key, t in zip(keys, _time_convs([todo[k] for k in keys], target)):
+            _memory[key] = t
     _save(cache_path())

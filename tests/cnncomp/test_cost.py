@@ -51,7 +51,7 @@ def test_costs_are_measured_once_then_read_from_disk(cache, monkeypatch):
     assert all(v > 0 for v in data["costs"].values())
     # a new process (the in-memory copy forgotten) reads the file and times nothing
     monkeypatch.setattr(cost, "_loaded_from", None)
-    monkeypatch.setattr(cost, "_time_conv", lambda *a: pytest.fail("measured again"))
+    monkeypatch.setattr(cost, "_time_convs", lambda *a: pytest.fail("measured again"))
     m2 = cnncomp.compile(net())
     x = np.random.default_rng(0).standard_normal((2, 3, 10, 10)).astype(np.float32)
     assert rel_err(m2(x), m(x)) < 1e-5
@@ -60,7 +60,8 @@ def test_costs_are_measured_once_then_read_from_disk(cache, monkeypatch):
 @pytest.mark.parametrize("fastest", ["NHWC", "NCHW16c", "NCHW"])
 def test_auto_follows_the_measured_costs(cache, monkeypatch, fastest):
     seconds = {"NCHW": 1e-3, "NCHW16c": 1e-3, "NHWC": 1e-3, fastest: 1e-5}
-    monkeypatch.setattr(cost, "_time_conv", lambda layout, *a: seconds[layout])
+    monkeypatch.setattr(cost, "_time_convs",
+                        lambda specs, target: [seconds[s[0]] for s in specs])
     m = cnncomp.compile(net())
     # c1 reads 3 channels: blocked, it reads them in NCHW (13 of 16 would be padding)
     assert conv_layouts(m) == {"c1": fastest, "c2": fastest}
@@ -70,35 +71,58 @@ def test_auto_follows_the_measured_costs(cache, monkeypatch, fastest):
     assert rel_err(m(x), cnncomp.compile(net(), layout="NCHW")(x)) < 1e-5
 
 
-def test_each_convs_layouts_are_timed_back_to_back(cache, monkeypatch):
+def test_each_convs_layouts_are_timed_together(cache, monkeypatch):
     """The machine's speed drifts over minutes: one conv's layouts are compared only when
     timed moments apart, so the timing runs conv by conv, not layout by layout."""
-    order = []
-    monkeypatch.setattr(cost, "_time_conv",
-                        lambda layout, x, w, *a: order.append((w[0], layout)) or 1e-3)
+    groups = []
+
+    def fake(specs, target):
+        groups.append([(s[2][0], s[0]) for s in specs])
+        return [1e-3] * len(specs)
+    monkeypatch.setattr(cost, "_time_convs", fake)
     cnncomp.compile(net())
-    assert order == [(16, "NCHW"), (16, "NCHW16c"), (16, "NHWC"),
-                     (32, "NCHW"), (32, "NCHW16c"), (32, "NHWC")]
+    assert groups == [[(16, "NCHW"), (16, "NCHW16c"), (16, "NHWC")],
+                      [(32, "NCHW"), (32, "NCHW16c"), (32, "NHWC")]]
+
+
+def test_a_convs_layouts_are_timed_round_robin_best_round_kept(monkeypatch):
+    """Within one conv the layouts take turns, so a slow second of the machine falls on
+    all of them: one warm-up call each, then RUNS rounds of one call each."""
+    calls, clock = [], [0.0]
+    slow = {("NHWC", 1): 5.0}  # NHWC's first timed call hit a slow moment
+
+    def bind(layout, *a, batch=None):
+        def run():
+            n = sum(c == layout for c in calls) - 1  # timed calls of this layout so far
+            calls.append(layout)
+            clock[0] += slow.get((layout, n), {"NCHW": 2.0, "NHWC": 1.0}[layout])
+        return run, 4
+    monkeypatch.setattr(cost, "_bind_conv", bind)
+    monkeypatch.setattr(cost.time, "perf_counter", lambda: clock[0])
+    spec = ((1, 16, 8, 8), (16, 16, 3, 3), (1, 16, 8, 8), {})
+    t = cost._time_convs([("NCHW", *spec), ("NHWC", *spec)], "cpu")
+    assert calls == ["NCHW", "NHWC"] * (1 + cost.RUNS)
+    assert t == [2.0 / 4, 1.0 / 4]  # the best round per image
 
 
 def test_a_layout_without_a_kernel_for_the_conv_is_remembered_as_unavailable(cache,
                                                                              monkeypatch):
-    def fake(layout, *a):
+    def bind(layout, *a, batch=None):
         if layout == "NHWC":
             raise NotImplementedError("no such kernel")
-        return 1e-3
-    monkeypatch.setattr(cost, "_time_conv", fake)
+        return (lambda: None), 1
+    monkeypatch.setattr(cost, "_bind_conv", bind)
     spec = ((1, 16, 8, 8), (16, 16, 3, 3), (1, 16, 8, 8),
             dict(kernel_size=(3, 3), stride=(1, 1), padding=(1,) * 4, dilation=(1, 1),
                  groups=1))
     assert cost.conv_seconds("NHWC", *spec) is None
-    assert cost.conv_seconds("NCHW", *spec) == 1e-3
+    assert cost.conv_seconds("NCHW", *spec) > 0
     assert any(v == -1.0 for v in json.loads(cache.read_text())["costs"].values())
 
 
 def test_model_mode_measures_nothing(cache, monkeypatch):
     monkeypatch.setenv("CNNCOMP_LAYOUT_COST", "model")
-    monkeypatch.setattr(cost, "_time_conv", lambda *a: pytest.fail("measured"))
+    monkeypatch.setattr(cost, "_time_convs", lambda *a: pytest.fail("measured"))
     cnncomp.compile(net())
     assert not cache.exists()
     monkeypatch.setenv("CNNCOMP_LAYOUT_COST", "fast")
