@@ -362,33 +362,6 @@ def vmul(typingctx, a, b):
 
 
 @intrinsic
-def vrelu(typingctx, a):
-    """max(a, 0) lane-wise with NaN passed through (as torch.relu): select(a < 0, 0, a)."""
-    if a != f32x16:
-        return None
-
-    def codegen(context, builder, sig, args):
-        zero = ir.Constant(_VEC, [0.0] * LANES)
-        neg = builder.fcmp_ordered("<", args[0], zero)
-        return builder.select(neg, zero, args[0])
-    return f32x16(a), codegen
-
-
-@intrinsic
-def vleaky(typingctx, a, slope):
-    """select(a < 0, a * slope, a) lane-wise (NaN passes through)."""
-    if not (a == f32x16 and isinstance(slope, types.Float)):
-        return None
-
-    def codegen(context, builder, sig, args):
-        sv = _splat(builder, args[1], sig.args[1])
-        zero = ir.Constant(_VEC, [0.0] * LANES)
-        neg = builder.fcmp_ordered("<", args[0], zero)
-        return builder.select(neg, builder.fmul(args[0], sv), args[0])
-    return f32x16(a, slope), codegen
-
-
-@intrinsic
 def vmax_nan(typingctx, acc, x):
     """Lane-wise running max ``x if x > acc or x is NaN else acc``: PyTorch's max pooling
     (a NaN wins and stays; of equal values, -0.0 and +0.0, the earlier one is kept).

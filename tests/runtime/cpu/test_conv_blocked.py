@@ -228,3 +228,34 @@ def test_blocked_concat():
     out = run_kernel("concat", [to_nchwc(x) for x in xs], (2, 4, 3, 4, 16), {"axis": 1},
                      layout="NCHW16c")
     np.testing.assert_array_equal(from_nchwc(out, 64), np.concatenate(xs, axis=1))
+
+
+@pytest.mark.parametrize("act", ["relu", "leaky_relu"])
+@pytest.mark.parametrize("g,res", [(1, True), (1, False), (16, True)])
+def test_the_epilogue_passes_nan_and_inf_through_as_torch(act, g, res):
+    # the store's activation is a select in registers: relu/leaky_relu of NaN stay NaN,
+    # of +-inf stay +inf / become 0 or -inf, after the residual is added
+    r = rng(7)
+    x = r.standard_normal((1, 16, 6, 9)).astype(np.float32)
+    x[0, 2, 3, 4] = np.nan
+    x[0, 5, 0, 8] = np.inf
+    x[0, 9, 5, 0] = -np.inf
+    wt = r.standard_normal((16, 16 // g, 3, 3)).astype(np.float32)
+    b = r.standard_normal(16).astype(np.float32)
+    t = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
+    ref = F.conv2d(t(x), t(wt), t(b), 1, 1, 1, g)
+    ins = [to_nchwc(x), wt, b]
+    if res:
+        rr = r.standard_normal(tuple(ref.shape)).astype(np.float32)
+        rr[0, 1, 1, 1] = np.nan
+        ref = ref + t(rr)
+        ins.append(to_nchwc(rr))
+    ref = ACTS[act](ref).numpy()
+    attrs = dict(out_channels=16, kernel_size=(3, 3), stride=(1, 1), padding=(1,) * 4,
+                 dilation=(1, 1), groups=g, bias=True, activation=act, alpha=0.1,
+                 residual=res)
+    got = from_nchwc(run_kernel("conv2d", ins, (1, 1, 6, 9, 16), attrs, layout="NCHW16c"), 16)
+    assert np.isnan(ref).any() and np.array_equal(np.isnan(got), np.isnan(ref))
+    assert np.array_equal(np.isinf(got), np.isinf(ref))
+    fin = np.isfinite(ref)
+    assert rel_err(got[fin], ref[fin]) < 1e-5
