@@ -11,9 +11,14 @@ phase of this VM: median 10.7 ms (90th percentile 15.0) with BLAS as it is, 6.8 
 phase the three were within 10%. Products after a parallel kernel, one thread against
 two (Zen 4, 30 rounds): 6 MFLOP 0.17 vs 0.19 ms, 17 MFLOP 0.31 vs 0.26 ms, 75 MFLOP
 0.95 vs 0.57 ms; hence the threshold. Setting the limit costs ~1-3 us a call, so the
-products OpenBLAS runs on one thread anyway are left alone. (Measured under TBB; under
-the OpenMP layer, the default now, every product on one thread made training steps no
-faster: LeNet-5 3.41 vs 3.32 ms, ResNet-18 644 vs 652 ms.)
+products OpenBLAS runs on one thread anyway are left alone.
+
+Under Numba's OpenMP layer (runtime/cpu's default) the pool's thread spins after every
+region for longer, and a 2-thread product started right after one waited for it (67
+MFLOP: 3.3 ms against 0.44 ms). There every product runs on one BLAS thread: LeNet-5's
+training step at batch 64 (a 31 MFLOP product after an im2col kernel), 40 rounds x 2:
+median 2.9-3.5 ms either way, but 90th percentile 6.5-11.8 ms with two BLAS threads for
+the large products against 3.4-4.0 ms with one; ResNet-18's step 644 vs 652 ms (median).
 
 The limit is set through threadpoolctl for each call and restored after it. It changes
 a process-wide setting of OpenBLAS, so threadpoolctl lets only one Python thread set it;
@@ -23,9 +28,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
-SERIAL_MAX_FLOPS = 1e7  # products below this run on one BLAS thread
+# products below this run on one BLAS thread (all of them under the OpenMP layer)
+SERIAL_MAX_FLOPS = float("inf") if numba.config.THREADING_LAYER == "omp" else 1e7
 SERIAL_ANYWAY_FLOPS = 2 * 65536 * 4  # OpenBLAS runs products this small on one thread itself
 
 _libs: list[Any] | None = None

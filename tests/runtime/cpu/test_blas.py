@@ -21,6 +21,7 @@ def test_small_products_run_on_one_thread_and_restore(monkeypatch):
     libs = blas._blas_libs()
     if not libs or libs[0].get_num_threads() in (None, 1):
         pytest.skip("no BLAS whose threads threadpoolctl can set, or it runs one thread")
+    monkeypatch.setattr(blas, "SERIAL_MAX_FLOPS", 1e7)  # the TBB layer's threshold
     before = [lib.get_num_threads() for lib in libs]
     seen = []
     real_dot = np.dot
@@ -42,3 +43,10 @@ def test_small_products_run_on_one_thread_and_restore(monkeypatch):
     with pytest.raises(ValueError):
         blas.dot(*small, np.empty((64, 120), np.float32))
     assert [lib.get_num_threads() for lib in libs] == before
+
+
+def test_under_openmp_every_product_runs_on_one_blas_thread():
+    # the OpenMP pool's spinning thread delayed a 2-thread product started right after a
+    # region (LeNet-5 training steps' 90th percentile 2-3x the median)
+    import numba
+    assert (blas.SERIAL_MAX_FLOPS == float("inf")) == (numba.config.THREADING_LAYER == "omp")
