@@ -70,7 +70,8 @@ LABELS = {"fused": "cnncomp fused", "unfused": "cnncomp unfused", "torch": "PyTo
           "ort": "ONNX Runtime"}
 # the keys of every row (inference and training alike); None where a value does not apply
 COLUMNS = ("net", "batch", "mode", "ms", "vs_torch", "vs_ort", "gflops", "pct_ceiling",
-           "rel_err", "load1", "other_cpu", "rounds", "discarded", "flops", "by_pass")
+           "rel_err", "load1", "other_cpu", "rounds", "discarded", "flops", "by_pass",
+           "fused_p90")
 
 
 def train_batch(name: str) -> int:
@@ -150,7 +151,8 @@ def time_rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3,
     far, discarded ones and the last warm-up round included, so that one lucky fast round
     cannot make all later ones look noisy) is discarded and run again, at most
     ``max_discard`` times (default 2 x repeat + 5; after that rounds are kept as they
-    come). Returns (seconds per call, per kept round, per function; rounds discarded)."""
+    come). Returns (seconds per call, per kept round, per function; rounds discarded;
+    seconds per call in every timed round, discarded ones included)."""
     max_discard = 2 * repeat + 5 if max_discard is None else max_discard
     number = {k: 1 for k in fns}
 
@@ -184,7 +186,7 @@ def time_rounds(fns: dict[str, Callable[[], Any]], repeat: int, warmup: int = 3,
             continue
         for k, t in r.items():
             kept[k].append(t)
-    return kept, discarded
+    return kept, discarded, {k: v[1:] if last else v for k, v in seen.items()}
 
 
 # ------------------------------------------------------------------------ contestants
@@ -226,10 +228,10 @@ def inference_row(c: Inference, batch: int, repeat: int, ceiling: float, warmup:
     if bad:
         raise AssertionError(f"{c.name} batch {batch}: disagrees with cnncomp unfused: "
                              + ", ".join(f"{LABELS[k]} rel err {e:.2e}" for k, e in bad.items()))
-    times, discarded = time_rounds({k: (lambda fn=fn: fn(x)) for k, fn in calls.items()},
-                                   repeat, warmup, noise, min_time=min_time)
+    times, discarded, every = time_rounds({k: (lambda fn=fn: fn(x)) for k, fn in calls.items()},
+                                          repeat, warmup, noise, min_time=min_time)
     return _row(c.name, batch, "inference", times, discarded, c.fused.flops(batch), ceiling,
-                max(errs.values()), mon)
+                max(errs.values()), mon, every)
 
 
 class Training:
@@ -264,21 +266,23 @@ def train_row(t: Training, repeat: int, ceiling: float, warmup: int = 2, noise: 
               min_time: float = 0.02) -> dict:
     """One training step: cnncomp fused and unfused vs PyTorch eager, same weights."""
     mon = CpuMonitor()
-    times, discarded = time_rounds({k: (lambda fn=fn: fn(t.x, t.y))
-                                    for k, fn in t.steps.items()},
-                                   repeat, warmup, noise, min_time=min_time)
+    times, discarded, every = time_rounds({k: (lambda fn=fn: fn(t.x, t.y))
+                                           for k, fn in t.steps.items()},
+                                          repeat, warmup, noise, min_time=min_time)
     return _row(t.name, t.batch, "train", times, discarded, t.flops, ceiling,
-                max(t.errs.values()), mon)
+                max(t.errs.values()), mon, every)
 
 
 def _row(net: str, batch: int, mode: str, times: dict, discarded: int, flops: float,
-         ceiling: float, err: float, mon: CpuMonitor) -> dict:
+         ceiling: float, err: float, mon: CpuMonitor, every: Optional[dict] = None) -> dict:
     ms = {k: 1e3 * float(np.median(times[k])) if k in times else None for k in CONTESTANTS}
     ratio = lambda peer: ms["fused"] / ms[peer] if ms[peer] else None  # noqa: E731
     gflops = flops / (ms["fused"] / 1e3) / 1e9 if flops else None
     return {"net": net, "batch": batch, "mode": mode, "ms": ms, "vs_torch": ratio("torch"),
             "vs_ort": ratio("ort"), "gflops": gflops, "flops": flops,
             "by_pass": [(ratio("torch"), ratio("ort"))],
+            "every_fused_s": list((every or times)["fused"]),
+            "fused_p90": 1e3 * float(np.percentile((every or times)["fused"], 90)),
             "pct_ceiling": 100 * gflops / ceiling if gflops and ceiling else None,
             "rel_err": err, "load1": mon.load1, "other_cpu": mon.other_cores(),
             "rounds": len(times["fused"]), "discarded": discarded}
@@ -296,7 +300,9 @@ def combine(passes: list[dict]) -> dict:
     ms = {k: med([p["ms"][k] for p in passes]) for k in CONTESTANTS}
     by_pass = [b for p in passes for b in p["by_pass"]]
     gflops = first["flops"] / (ms["fused"] / 1e3) / 1e9 if first["flops"] else None
-    return {**first, "ms": ms, "by_pass": by_pass,
+    every = [t for p in passes for t in p["every_fused_s"]]
+    return {**first, "ms": ms, "by_pass": by_pass, "every_fused_s": every,
+            "fused_p90": 1e3 * float(np.percentile(every, 90)),
             "vs_torch": med([b[0] for b in by_pass]), "vs_ort": med([b[1] for b in by_pass]),
             "gflops": gflops, "rel_err": max(p["rel_err"] for p in passes),
             "load1": max(p["load1"] for p in passes),
@@ -376,7 +382,7 @@ def row_line(r: dict) -> str:
             f"{_f(r['gflops'], '.1f')} | {_f(r['pct_ceiling'], '.0f', '%')} | "
             f"{r['rel_err']:.1e} | {_f(r['load1'], '.2f')} | {_f(r['other_cpu'], '.2f')}"
             f"{' (busy!)' if busy(r) else ''} | "
-            f"{r['discarded']} / {r['rounds'] + r['discarded']} | "
+            f"{r['discarded']} / {r['rounds'] + r['discarded']} | {r['fused_p90']:.2f} | "
             f"{_by_pass(r, 0)} | {_by_pass(r, 1)} |")
 
 
@@ -387,9 +393,9 @@ def _by_pass(r: dict, i: int) -> str:
 
 TABLE_HEAD = ["| network | batch | step | cnncomp fused ms | cnncomp unfused ms | PyTorch ms | "
               "ORT ms | fused / PyTorch | fused / ORT | fused GFLOP/s | % of GEMM | max rel "
-              "err | load1 before | other CPU (cores) | discarded rounds | fused / PyTorch "
-              "by pass | fused / ORT by pass |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "err | load1 before | other CPU (cores) | discarded rounds | cnncomp fused p90 "
+              "ms | fused / PyTorch by pass | fused / ORT by pass |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
 
 def _geomean(v: Sequence[float]) -> Optional[float]:
@@ -445,7 +451,10 @@ def markdown(rows: list[dict], gemm: tuple[float, float], compiles: list[dict], 
         f"contestant took > {noise:g}x its running median was discarded and rerun: "
         f"**{disc} of {total} rounds discarded**. Rows marked busy! had other processes "
         f"using > {BUSY_CORES:g} cores: their times are not trustworthy, rerun on an idle "
-        f"machine ({sum(map(busy, rows))} such rows).", "",
+        f"machine ({sum(map(busy, rows))} such rows). The p90 column is the 90th percentile "
+        "of cnncomp fused over every timed round, discarded ones included: a stall of "
+        "cnncomp's own (which the rerun would hide) shows there as a p90 far above the "
+        "median.", "",
         f"Inference: cnncomp fused beats both PyTorch and ONNX Runtime in {wins} of {len(inf)} "
         f"rows; geometric mean of fused / PyTorch {_f(gm_torch, '.2f', 'x')}, "
         f"fused / ORT {_f(gm_ort, '.2f', 'x')}.", "",

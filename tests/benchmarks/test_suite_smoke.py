@@ -5,6 +5,7 @@ import math
 import os
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("torch")
@@ -42,7 +43,8 @@ def _pass(fused, ort, torch=None, discarded=0):
             "vs_torch": fused / ms["torch"], "vs_ort": fused / ort, "gflops": 1.0 / fused,
             "flops": 1e6, "pct_ceiling": 1.0, "rel_err": 1e-7, "load1": 1.0,
             "other_cpu": 0.01, "rounds": 10, "discarded": discarded,
-            "by_pass": [(fused / ms["torch"], fused / ort)]}
+            "by_pass": [(fused / ms["torch"], fused / ort)],
+            "every_fused_s": [fused / 1e3] * 9 + [10 * fused / 1e3], "fused_p90": fused}
 
 
 def test_passes_combine_into_medians_of_the_passes_and_keep_each_ratio():
@@ -55,4 +57,7 @@ def test_passes_combine_into_medians_of_the_passes_and_keep_each_ratio():
     assert row["gflops"] == pytest.approx(1e6 / 2e-3 / 1e9)
     assert row["rounds"] == 30 and row["discarded"] == 3
     assert "| 1.20, 1.00, 0.90 |" in suite.row_line(row)
+    # the tail over every round of every pass: 3 of 30 rounds at 10x
+    assert row["fused_p90"] == pytest.approx(np.percentile(
+        [2.4] * 9 + [24] + [1.0] * 9 + [10] + [2.0] * 9 + [20], 90))
     assert suite.combine([_pass(1.0, 2.0)])["vs_ort"] == 0.5  # one pass: as it was
