@@ -273,16 +273,25 @@ def train_row(t: Training, repeat: int, ceiling: float, warmup: int = 2, noise: 
                 max(t.errs.values()), mon, every)
 
 
+def _gflops(flops: float, ms: float) -> Optional[float]:
+    return flops / (ms / 1e3) / 1e9 if flops else None
+
+
+def _p90_ms(seconds: Sequence[float]) -> float:
+    return 1e3 * float(np.percentile(seconds, 90))
+
+
 def _row(net: str, batch: int, mode: str, times: dict, discarded: int, flops: float,
-         ceiling: float, err: float, mon: CpuMonitor, every: Optional[dict] = None) -> dict:
+         ceiling: float, err: float, mon: CpuMonitor, every: dict) -> dict:
+    """``times``: seconds per kept round per contestant; ``every``: per timed round,
+    discarded ones included (for the fused p90)."""
     ms = {k: 1e3 * float(np.median(times[k])) if k in times else None for k in CONTESTANTS}
     ratio = lambda peer: ms["fused"] / ms[peer] if ms[peer] else None  # noqa: E731
-    gflops = flops / (ms["fused"] / 1e3) / 1e9 if flops else None
+    gflops = _gflops(flops, ms["fused"])
     return {"net": net, "batch": batch, "mode": mode, "ms": ms, "vs_torch": ratio("torch"),
             "vs_ort": ratio("ort"), "gflops": gflops, "flops": flops,
             "by_pass": [(ratio("torch"), ratio("ort"))],
-            "every_fused_s": list((every or times)["fused"]),
-            "fused_p90": 1e3 * float(np.percentile((every or times)["fused"], 90)),
+            "every_fused_s": list(every["fused"]), "fused_p90": _p90_ms(every["fused"]),
             "pct_ceiling": 100 * gflops / ceiling if gflops and ceiling else None,
             "rel_err": err, "load1": mon.load1, "other_cpu": mon.other_cores(),
             "rounds": len(times["fused"]), "discarded": discarded}
@@ -299,12 +308,11 @@ def combine(passes: list[dict]) -> dict:
     med = lambda v: float(np.median(v)) if all(x is not None for x in v) else None  # noqa: E731
     ms = {k: med([p["ms"][k] for p in passes]) for k in CONTESTANTS}
     by_pass = [b for p in passes for b in p["by_pass"]]
-    gflops = first["flops"] / (ms["fused"] / 1e3) / 1e9 if first["flops"] else None
     every = [t for p in passes for t in p["every_fused_s"]]
     return {**first, "ms": ms, "by_pass": by_pass, "every_fused_s": every,
-            "fused_p90": 1e3 * float(np.percentile(every, 90)),
+            "fused_p90": _p90_ms(every),
             "vs_torch": med([b[0] for b in by_pass]), "vs_ort": med([b[1] for b in by_pass]),
-            "gflops": gflops, "rel_err": max(p["rel_err"] for p in passes),
+            "gflops": _gflops(first["flops"], ms["fused"]), "rel_err": max(p["rel_err"] for p in passes),
             "load1": max(p["load1"] for p in passes),
             "other_cpu": max(p["other_cpu"] for p in passes),
             "rounds": sum(p["rounds"] for p in passes),

@@ -78,8 +78,6 @@ def _machine() -> str:
     """CPU name, vector features, thread count and threading layer (TBB joins its second
     thread late on short kernels): what a timing depends on."""
     import numba
-
-    import runtime.cpu  # noqa: F401  (it picks the threading layer)
     return (f"{_cpu_and_kernels()}/threads={numba.get_num_threads()}"
             f"@{numba.config.THREADING_LAYER}")
 
@@ -323,8 +321,8 @@ ConvSpec = tuple  # (layout, x_shape, w_shape, out_shape, attrs): one conv in on
 
 def _keys(specs: Sequence[ConvSpec], target: str) -> list[str]:
     """Cache keys of ``specs``, with this process's costs loaded. The target's kernels are
-    imported first: runtime.cpu picks Numba's threading layer, which _machine()'s
-    numba.get_num_threads() would otherwise fix early."""
+    imported first: runtime.cpu picks Numba's threading layer, which _machine() names
+    and whose numba.get_num_threads() would otherwise fix it early."""
     from runtime.registry import registered
     registered(target)
     _load(cache_path())
@@ -355,8 +353,8 @@ def measure(specs: Sequence[ConvSpec], target: str = "cpu") -> None:
     if target == "cpu" and compile_processes() > 1 and len({s[0] for s in todo.values()}) > 1:
         _compile_in_two_processes(list(todo.values()), target)
     convs: dict[str, list[str]] = {}  # one convolution -> the keys of its layouts
-    for key, spec in todo.items():
-        convs.setdefault(key.replace(f"/{spec[0]}/", "/*/", 1), []).append(key)
+    for key, (_, xs, ws, _, attrs) in todo.items():
+        convs.setdefault(conv_key("*", xs, ws, attrs), []).append(key)
     for keys in tqdm(convs.values(), desc="measuring conv kernels per layout", unit="conv",
                      disable=None if len(convs) > 3 else True, leave=False):
         # -1: this layout has no kernel for this conv (remembered too)
