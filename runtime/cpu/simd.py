@@ -352,6 +352,16 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vsub(typingctx, a, b):
+    if not (a == b == f32x16):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(args[0], args[1])
+    return f32x16(a, b), codegen
+
+
+@intrinsic
 def vmul(typingctx, a, b):
     if not (a == b == f32x16):
         return None
