@@ -267,20 +267,23 @@ def _warm_transforms(layouts: Sequence[str], target: str) -> None:
 
 
 def _compile_in_two_processes(specs: Sequence["ConvSpec"], target: str) -> None:
-    """Compile the kernels ``specs`` need, the first layout's in a helper process and the
-    rest here, so both cores compile; returns when both are done. The helper only fills
-    Numba's disk cache: if it fails, the timing loop compiles what is missing.
+    """Compile the kernels ``specs`` need, split by kernel (``_runs_blocked``) between a
+    helper process and this one, so both cores compile; returns when both are done. The
+    helper only fills Numba's disk cache: if it fails, the timing loop compiles what is
+    missing.
 
-    Balance, measured on a cold ResNet-18: the helper's NCHW share (direct conv, im2col,
-    scatter) took ~17 s, this process's NCHW16c + NHWC share ~14 s, so this process also
-    warms the batch-1 paths (the NHWC small-M GEMM: +2.3 s on a first call at batch 1);
-    the helper does not (its serial batch-1 kernels made it 25 s)."""
+    The split is by the kernels a spec compiles, not by its layout: an NCHW conv of 16 or
+    more channels runs the blocked kernels between conversions, so with the helper taking
+    every NCHW spec both processes compiled the blocked dense and Winograd kernels at once.
+    Measured on a cold ResNet-18 (the blocked kernels 5 s, 4 s and 4 s for the stem's
+    planar-input build): split by layout, this process 21.3 s and the helper 19.3 s.
+    This process also warms the batch-1 paths; the helper does not (its serial batch-1
+    kernels made it 25 s when it had the NCHW ones)."""
     import pickle
     import subprocess
     import sys
-    first = specs[0][0]
-    theirs = [s for s in specs if s[0] == first]
-    ours = [s for s in specs if s[0] != first]
+    ours = [s for s in specs if _runs_blocked(s)]
+    theirs = [s for s in specs if not _runs_blocked(s)]
     root = str(Path(__file__).resolve().parent.parent)  # holds cnncomp/ and runtime/
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -298,7 +301,7 @@ def _compile_in_two_processes(specs: Sequence["ConvSpec"], target: str) -> None:
         pass  # the helper died at start: same as above
     start = time.perf_counter()
     try:
-        _compile(ours, target, desc=f"compiling conv kernels ({first} in a helper process)")
+        _compile(ours, target, desc="compiling conv kernels (a helper process compiles the rest)")
     except BaseException:  # Ctrl-C or an error here: the helper's work is moot
         helper.kill()
         helper.wait()
@@ -318,6 +321,20 @@ def _compile_in_two_processes(specs: Sequence["ConvSpec"], target: str) -> None:
 
 
 ConvSpec = tuple  # (layout, x_shape, w_shape, out_shape, attrs): one conv in one layout
+
+
+def _runs_blocked(spec: "ConvSpec") -> bool:
+    """Whether a CPU conv spec runs the NCHW16c kernels on a channel-blocked input: in
+    NCHW16c (all but a stem, whose planar input takes another build of the dense kernel),
+    or in NCHW with 16+ channels (``suits_nchw``: blocked between two conversions)."""
+    from runtime.cpu.conv_blocked import suits_nchw
+    from .passes.select_layout import input_layout
+    layout, xs, ws, _, attrs = spec
+    groups = int(attrs["groups"])
+    if layout == "NCHW16c":
+        return input_layout(layout, xs[1], groups) == "NCHW16c"
+    return layout == "NCHW" and suits_nchw(xs[1], ws[0], groups,
+                                           attrs.get("activation", "none"))
 
 
 def _keys(specs: Sequence[ConvSpec], target: str) -> list[str]:
@@ -351,7 +368,8 @@ def measure(specs: Sequence[ConvSpec], target: str = "cpu") -> None:
     todo = {k: s for k, s in zip(_keys(specs, target), specs) if k not in _memory}
     if not todo:
         return
-    if target == "cpu" and compile_processes() > 1 and len({s[0] for s in todo.values()}) > 1:
+    if (target == "cpu" and compile_processes() > 1
+            and len({_runs_blocked(s) for s in todo.values()}) > 1):  # both have a share
         _compile_in_two_processes(list(todo.values()), target)
     convs: dict[str, list[str]] = {}  # one convolution -> the keys of its layouts
     for key, (_, xs, ws, _, attrs) in todo.items():

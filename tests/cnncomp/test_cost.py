@@ -154,7 +154,22 @@ def specs_of(layouts):
     return [(lay, (1, 16, 6, 6), (16, 16, 3, 3), (1, 16, 6, 6), attrs) for lay in layouts]
 
 
-def test_measure_compiles_the_first_layout_in_a_helper_and_the_rest_here(cache, monkeypatch):
+def test_the_blocked_kernels_are_compiled_here_the_others_in_the_helper():
+    """Split by kernel: an NCHW conv of 16+ channels runs the blocked kernels too, so it
+    compiles with the NCHW16c specs; a stem's planar-input build goes to the helper."""
+    (nchw, blocked, nhwc) = specs_of(["NCHW", "NCHW16c", "NHWC"])
+    assert cost._runs_blocked(nchw) and cost._runs_blocked(blocked)
+    assert not cost._runs_blocked(nhwc)
+    attrs = blocked[4]
+    stem = ("NCHW16c", (1, 3, 6, 6), (16, 3, 3, 3), (1, 16, 6, 6), attrs)
+    assert not cost._runs_blocked(stem)
+    assert not cost._runs_blocked(("NCHW",) + stem[1:])
+    depthwise = ("NCHW", (1, 32, 6, 6), (32, 1, 3, 3), (1, 32, 6, 6), dict(attrs, groups=32))
+    assert not cost._runs_blocked(depthwise)  # the NCHW depthwise kernel
+    assert cost._runs_blocked(("NCHW16c",) + depthwise[1:])
+
+
+def test_measure_compiles_the_blocked_kernels_here_the_rest_in_a_helper(cache, monkeypatch):
     monkeypatch.setenv("CNNCOMP_COMPILE_PROCESSES", "2")
     monkeypatch.setattr(cost, "WARM_CACHE_S", 0.0)  # as if this share compiled cold
     compiled_here, helpers = [], []
@@ -169,7 +184,7 @@ def test_measure_compiles_the_first_layout_in_a_helper_and_the_rest_here(cache, 
     specs = specs_of(["NCHW", "NCHW16c", "NHWC"])
     cost.measure(specs)
     assert len(helpers) == 1
-    assert [s[0] for s in compiled_here] == ["NCHW16c", "NHWC"]
+    assert [s[0] for s in compiled_here] == ["NCHW", "NCHW16c"]
     assert all(cost.conv_seconds(*s) > 0 for s in specs)  # then every layout was timed
 
 
@@ -194,7 +209,7 @@ def test_with_a_warm_kernel_cache_the_helper_is_stopped_and_its_share_loaded_her
     cost.measure(specs)
     assert time.perf_counter() - start < 30
     assert helpers[0].poll() is not None  # stopped
-    assert [s[0] for s in compiled_here] == ["NCHW16c", "NHWC", "NCHW"]
+    assert [s[0] for s in compiled_here] == ["NCHW", "NCHW16c", "NHWC"]
     assert all(cost.conv_seconds(*s) > 0 for s in specs)
 
 
