@@ -48,6 +48,8 @@ def variants_for(net: Any, target: str = "cpu") -> list[tuple[str, dict]]:
     out += [("fused, layout=NCHW", dict(fuse=True, layout="NCHW")),
             ("fused, layout=NHWC", dict(fuse=True, layout="NHWC")),
             ("fused, layout=NCHWc", dict(fuse=True, layout="NCHWc"))]
+    if target == "cpu":  # what the Winograd convs buy
+        out.append(("fused, no Winograd", dict(fuse=True, disable=["use_winograd"])))
     return out
 
 

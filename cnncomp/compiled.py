@@ -209,12 +209,20 @@ class CompiledModel:
         launches = getattr(executor, "launches", None)
         if launches is not None:
             rows[0] += ("launch (grid, block)",)
+        # CPU: the algorithm a conv kernel chose for this batch (Winograd or direct)
+        algorithms = getattr(executor, "algorithms", None)
+        if launches is None and algorithms and any(algorithms):
+            rows[0] += ("algorithm",)
+        else:
+            algorithms = None
         for i, s in enumerate(program.steps):
             b = program.buffers[s.outputs[0]]
             rows.append((str(i), s.name, "+".join(s.ops), fmt_shape(b.shape), b.layout,
                          f"{b.offset:,}", f"{s.flops / 1e6:,.2f}"))
             if launches is not None:
                 rows[-1] += ("; ".join(str(c) for c in launches[i]) or "(none)",)
+            if algorithms is not None:
+                rows[-1] += (algorithms[i],)
         widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
         fmt = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
         total = sum(s.flops for s in program.steps)

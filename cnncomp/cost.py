@@ -140,7 +140,7 @@ def conv_key(layout: str, x_shape: Sequence[int], w_shape: Sequence[int],
     a = attrs
     return (f"conv2d/{layout}/C{c}xH{h}xW{w}/O{w_shape[0]}/k{tuple(a['kernel_size'])}/"
             f"s{tuple(a['stride'])}/p{tuple(a['padding'])}/d{tuple(a['dilation'])}/"
-            f"g{a['groups']}")
+            f"g{a['groups']}" + ("/winograd" if a.get("algorithm") == "winograd" else ""))
 
 
 def calibration_batch(w_shape: Sequence[int], out_shape: Sequence[int]) -> int:

@@ -118,6 +118,8 @@ class Conv2dAttrs:
     activation: str = "none"
     alpha: float = 0.0
     residual: bool = False
+    # "winograd": F(2x2, 3x3) requested for this 3x3 stride-1 conv (the use_winograd pass)
+    algorithm: str = "direct"
 
 
 @dataclass(frozen=True)
@@ -355,6 +357,14 @@ def _conv2d_infer(a: Conv2dAttrs, xs: list[Shape]) -> Shape:
     oh, ow = _spatial_out(x, a.kernel_size, a.stride, a.padding, a.dilation, False,
                           f"Conv2d on input {fmt_shape(x)}")
     out = (n, a.out_channels, oh, ow)
+    if a.algorithm not in ("direct", "winograd"):
+        raise ShapeError(f"Conv2d: algorithm {a.algorithm!r} is not 'direct' or 'winograd'")
+    if a.algorithm == "winograd" and (tuple(a.kernel_size) != (3, 3) or tuple(a.stride) != (1, 1)
+                                      or tuple(a.dilation) != (1, 1) or a.groups != 1):
+        raise ShapeError(f"Conv2d: Winograd F(2x2, 3x3) needs a dense 3x3 kernel of stride 1 "
+                         f"without dilation, got kernel_size {a.kernel_size}, stride "
+                         f"{a.stride}, dilation {a.dilation}, groups {a.groups}; use "
+                         "algorithm='direct'")
     if a.residual:
         _same_shapes([out, xs[-1]], "Conv2d residual")
     return out

@@ -84,6 +84,12 @@ class Executor:
             bind = get_kernel(s.key.op, s.key.target, s.key.layout, s.key.mode)
             self._runs.append(bind(ins, outs, dict(s.attrs)))
 
+    @property
+    def algorithms(self) -> list[str]:
+        """Per step, the algorithm its kernel chose when bound ("winograd", "direct"...; ""
+        where a kernel has one way only): the choice depends on the batch."""
+        return [getattr(run, "algorithm", "") for run in self._runs]
+
     def _array(self, name: str) -> np.ndarray:
         if name in self.views:
             return self.views[name]

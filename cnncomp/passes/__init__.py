@@ -166,7 +166,7 @@ class PassManager:
 def _load_builtin_passes() -> None:
     from . import (differentiate, eliminate_dead_code, fold_batch_norm,  # noqa: F401
                    fold_constants, fuse_epilogues, insert_allreduce, plan_memory,
-                   select_layout)  # (register on import)
+                   select_layout, use_winograd)  # (register on import)
 
 
 def default_pipeline(*, fuse: bool = True, training: bool = False, opt_level: int = 2,
@@ -181,7 +181,7 @@ def default_pipeline(*, fuse: bool = True, training: bool = False, opt_level: in
     order = ["differentiate"] if training else []
     order += ["insert_allreduce"] if training and distributed else []
     order += ["eliminate_dead_code", "fold_constants", "fold_batch_norm", "fuse_epilogues",
-             "select_layout", "plan_memory"]
+             "use_winograd", "select_layout", "plan_memory"]  # (layouts timed with it)
     names = []
     for name in order:
         info = PASSES.get(name)

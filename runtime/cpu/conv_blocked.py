@@ -23,9 +23,10 @@ block, in the same register tiles of pixels as the dense conv (``row_plan``): pe
 weight load serves the tile, and no tap is bounds-checked per pixel (border tiles read a
 zero vector for pixels in the padding).
 
-3x3 stride-1 dense convs with read-only weights (inference) run Winograd's F(2x2, 3x3)
-instead (``conv_winograd``: 0.5-0.6x this kernel's time on ResNet-18's layers) when the
-batch gives every thread a block of tiles.
+Dense convs marked ``algorithm="winograd"`` (3x3, stride 1; the use_winograd pass marks
+them in inference graphs) run Winograd's F(2x2, 3x3) instead (``conv_winograd``: 0.5-0.6x
+this kernel's time on ResNet-18's layers) when their weights are constants and the batch
+gives every thread a block of tiles.
 
 Weights are packed at bind time from PyTorch's OIHW, and again before each call when the
 weight array is writable (a trainer updates it in place; inference graphs' are read-only).
@@ -431,6 +432,8 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
         else:  # tanh(0) == 0 keeps the padding channels zero
             call(0)
             tanh()
+    run.algorithm = ("winograd" if fn is winograd.winograd_par else  # (model.summary())
+                     "depthwise" if fn is _depthwise_par else "direct")
     return run
 
 
@@ -467,6 +470,7 @@ def bind_nchw(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], attrs: Mapp
     def run() -> None:
         for step in steps:
             step()
+    run.algorithm = steps[-2].algorithm + " (NCHW16c)"
     return run
 
 

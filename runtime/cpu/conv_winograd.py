@@ -25,12 +25,11 @@ output channels over tasks instead recomputed each block's input transform per t
 ran no faster than the direct kernel there.
 
 Rounding differs from the direct sum: the transforms add and subtract partial values, so
-the float32 error grows to ~1e-6 of the output's magnitude (the direct kernel: ~1e-7);
-``CNNCOMP_WINOGRAD=0`` turns the algorithm off.
+the float32 error grows to ~1e-6 of the output's magnitude (the direct kernel: ~1e-7).
+The compiler asks for it per conv (``cnncomp/passes/use_winograd.py``; inference only);
+``compile(..., disable=["use_winograd"])`` keeps every conv direct.
 """
 from __future__ import annotations
-
-import os
 
 import numba
 import numpy as np
@@ -46,21 +45,17 @@ _ZERO = np.zeros(B, np.float32)
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
-def enabled() -> bool:
-    """``CNNCOMP_WINOGRAD=0`` (or off/false/no) keeps every conv on the direct kernel."""
-    return os.environ.get("CNNCOMP_WINOGRAD", "1").strip().lower() not in ("0", "off",
-                                                                          "false", "no")
-
-
 def tile_blocks(n: int, oh: int, ow: int) -> int:
     """Tasks of the kernel: blocks of TILE 2x2-output tiles over the batch."""
     return -(-(n * ((oh + 1) // 2) * ((ow + 1) // 2)) // TILE)
 
 
 def suits(x_shape: tuple, out_shape: tuple, attrs, threads: int) -> bool:
-    """Whether an NCHW16c dense conv (input and output blocked) runs this kernel: 3x3,
-    stride 1, no dilation, groups 1, and at least one tile block per thread."""
-    return (enabled() and len(x_shape) == 5 and int(attrs["groups"]) == 1
+    """Whether an NCHW16c dense conv (input and output blocked) runs this kernel: asked
+    for (``algorithm="winograd"``, set by the use_winograd pass), 3x3, stride 1, no
+    dilation, groups 1, and at least one tile block per thread."""
+    return (attrs.get("algorithm") == "winograd" and len(x_shape) == 5
+            and int(attrs["groups"]) == 1
             and tuple(attrs["kernel_size"]) == (3, 3) and tuple(attrs["stride"]) == (1, 1)
             and tuple(attrs["dilation"]) == (1, 1)
             and tile_blocks(out_shape[0], out_shape[2], out_shape[3]) >= threads)

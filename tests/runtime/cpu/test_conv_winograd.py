@@ -55,39 +55,43 @@ def test_winograd_kernel_matches_float64(n, c, h, w, o, pads, act, res):
         assert (out[:, -1, :, :, o % 16:] == 0).all()
 
 
-def _bind(x, wt, b, out, writable, act="relu"):
+def _bind(x, wt, b, out, writable, algorithm):
     wt, b = wt.copy(), b.copy()
     wt.flags.writeable = b.flags.writeable = writable
     attrs = dict(out_channels=wt.shape[0], kernel_size=(3, 3), stride=(1, 1),
-                 padding=(1, 1, 1, 1), dilation=(1, 1), groups=1, bias=True, activation=act,
-                 alpha=0.0, residual=False)
+                 padding=(1, 1, 1, 1), dilation=(1, 1), groups=1, bias=True, activation="relu",
+                 alpha=0.0, residual=False, algorithm=algorithm)
     return get_kernel("conv2d", "cpu", "NCHW16c", "forward")([x, wt, b], [out], attrs)
 
 
-def test_inference_weights_run_winograd_training_weights_the_direct_kernel(monkeypatch):
+def test_winograd_runs_when_asked_for_with_constant_weights():
     r = rng(7)
     x = r.standard_normal((2, 32, 12, 12)).astype(np.float32)  # 72 tiles: 9 blocks
     wt = r.standard_normal((48, 32, 3, 3)).astype(np.float32)
     b = r.standard_normal(48).astype(np.float32)
     ref = reference(x, wt, b, (1, 1, 1, 1), act="relu")
     outs = {}
-    for name, writable, env in [("winograd", False, "1"), ("trainer", True, "1"),
-                                ("off", False, "0")]:
-        monkeypatch.setenv("CNNCOMP_WINOGRAD", env)
+    for name, writable, algorithm, chosen in [
+            ("winograd", False, "winograd", "winograd"),
+            ("trainer", True, "winograd", "direct"),  # weights that change every step
+            ("direct", False, "direct", "direct")]:
         out = np.full((2, 3, 12, 12, 16), np.nan, np.float32)
-        _bind(to_nchwc(x), wt, b, out, writable)()
+        run = _bind(to_nchwc(x), wt, b, out, writable, algorithm)
+        run()
+        assert run.algorithm == chosen, name
         assert rel_err(from_nchwc(out, 48), ref) < 1e-5, name
         outs[name] = out
-    # writable weights (a trainer's) and CNNCOMP_WINOGRAD=0: the same direct kernel
-    np.testing.assert_array_equal(outs["trainer"], outs["off"])
-    # read-only weights: another algorithm, so other float32 roundings
-    assert not np.array_equal(outs["winograd"], outs["off"])
+    np.testing.assert_array_equal(outs["trainer"], outs["direct"])
+    # another algorithm, so other float32 roundings
+    assert not np.array_equal(outs["winograd"], outs["direct"])
 
 
-def test_suits(monkeypatch):
-    conv = dict(groups=1, kernel_size=(3, 3), stride=(1, 1), dilation=(1, 1))
+def test_suits():
+    conv = dict(groups=1, kernel_size=(3, 3), stride=(1, 1), dilation=(1, 1),
+                algorithm="winograd")
     x, out = (32, 4, 32, 32, 16), (32, 4, 32, 32, 16)
     assert wg.suits(x, out, conv, threads=2)
+    assert not wg.suits(x, out, {**conv, "algorithm": "direct"}, threads=2)
     for key, val in [("stride", (2, 2)), ("kernel_size", (5, 5)), ("dilation", (2, 2)),
                      ("groups", 2)]:
         assert not wg.suits(x, out, {**conv, key: val}, threads=2), key
@@ -98,8 +102,6 @@ def test_suits(monkeypatch):
     assert not wg.suits(small, small, conv, threads=2)
     assert wg.suits(small, small, conv, threads=1)
     assert wg.tile_blocks(1, 8, 8) == -(-16 // TILE)
-    monkeypatch.setenv("CNNCOMP_WINOGRAD", "off")
-    assert not wg.suits(x, out, conv, threads=2)
 
 
 def test_pack_rejects_other_kernels():
