@@ -7,11 +7,14 @@ at batch 32. Its float32 results differ from the direct sum by ~1e-6 of the outp
 magnitude (the direct kernel: ~1e-7); ``compile(..., disable=["use_winograd"])`` keeps
 every conv direct.
 
+In a training graph the conv's dL/dx (a 3x3 stride-1 conv too, by the flipped weight) is
+marked with it; the weights are transformed again before every call there. dL/dW stays
+direct.
+
 The mark is a request, not a promise: the blocked (NCHW16c) conv kernel honours it at
 bind time when the batch gives every thread a block of tiles (ResNet-18's 4x4 layers at
-batch 1 have one: a thread would idle, 2.4x slower) and the weights are constants. The
-NHWC kernels and the CUDA target have no Winograd kernel and compute the conv direct, as
-does training (its weights change every step, the transform would be redone per call).
+batch 1 have one: a thread would idle, 2.4x slower). The NHWC kernels and the CUDA target
+have no Winograd kernel and compute the conv direct.
 """
 from __future__ import annotations
 
@@ -31,9 +34,9 @@ def winograd_suits(attrs, in_channels: int) -> bool:
             and in_channels >= BLOCK)
 
 
-@graph_pass("use_winograd", opt_level=2, inference_only=True)
+@graph_pass("use_winograd", opt_level=2)
 def use_winograd(g: Graph, ctx: PassContext) -> Graph:
-    """Mark 3x3 stride-1 dense convs to run Winograd F(2x2, 3x3) (CPU, inference)."""
+    """Mark 3x3 stride-1 dense convs (and their dL/dx) to run Winograd F(2x2, 3x3) (CPU)."""
     if ctx.target != "cpu":
         return g
     nodes, changed = [], False
@@ -41,6 +44,15 @@ def use_winograd(g: Graph, ctx: PassContext) -> Graph:
         if (n.op is Op.CONV2D and n.attrs.algorithm != "winograd"
                 and winograd_suits(n.attrs, g.values[n.inputs[0]].shape[1])):
             n = n.replace(attrs=dataclasses.replace(n.attrs, algorithm="winograd"))
+            changed = True
+        elif (n.op is Op.CONV2D_GRAD_INPUT and n.attrs.fwd.algorithm != "winograd"
+              and winograd_suits(n.attrs.fwd, n.attrs.fwd.out_channels)
+              and n.attrs.shape[0] >= BLOCK):
+            # dL/dx of a 3x3 stride-1 conv with padding <= 2 is a 3x3 stride-1 conv of
+            # dL/dy (out_channels in, the forward input's channels out) by the weight
+            # transposed and flipped: the same kernel, its weight transformed per step
+            fwd = dataclasses.replace(n.attrs.fwd, algorithm="winograd")
+            n = n.replace(attrs=dataclasses.replace(n.attrs, fwd=fwd))
             changed = True
         nodes.append(n)
     return g.replace(nodes=nodes) if changed else g

@@ -24,9 +24,8 @@ weight load serves the tile, and no tap is bounds-checked per pixel (border tile
 zero vector for pixels in the padding).
 
 Dense convs marked ``algorithm="winograd"`` (3x3, stride 1; the use_winograd pass marks
-them in inference graphs) run Winograd's F(2x2, 3x3) instead (``conv_winograd``: 0.5-0.6x
-this kernel's time on ResNet-18's layers) when their weights are constants and the batch
-gives every thread a block of tiles.
+them) run Winograd's F(2x2, 3x3) instead (``conv_winograd``: 0.5-0.6x this kernel's time
+on ResNet-18's layers) when the batch gives every thread a block of tiles.
 
 Weights are packed at bind time from PyTorch's OIHW, and again before each call when the
 weight array is writable (a trainer updates it in place; inference graphs' are read-only).
@@ -389,12 +388,12 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
         if -(-cg // B) != x.shape[1]:
             raise ValueError(f"conv2d NCHW16c: weight {w.shape} needs {cg} input channels, "
                              f"the blocked input has {x.shape[1]} blocks of 16")
-        fn, wp = _dense_par, pack_dense(w, B, flip)
-        if (not flip and not changing
-                and winograd.suits(x.shape, out.shape, attrs, numba.get_num_threads())):
-            fn, wp = winograd.winograd_par, winograd.pack_winograd(w)
-        elif ((kh, kw, sh, sw) == (1, 1, 1, 1) and not any(attrs["padding"])
-                and x.flags.c_contiguous and out.flags.c_contiguous):
+        if winograd.suits(x.shape, out.shape, attrs, numba.get_num_threads()):
+            fn, wp = winograd.winograd_par, winograd.pack_winograd(w, flip)
+        else:
+            fn, wp = _dense_par, pack_dense(w, B, flip)
+        if fn is _dense_par and ((kh, kw, sh, sw) == (1, 1, 1, 1) and not any(attrs["padding"])
+                                 and x.flags.c_contiguous and out.flags.c_contiguous):
             # pointwise: pixels are independent, so the plane is one row of H*W pixels and
             # the 4-pixel register tile covers small planes too (MobileNet's 2x2 layers ran
             # one pixel per pass, each re-reading the weights: 0.20 -> 0.12 ms at b1)
@@ -410,7 +409,9 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
         if fn is _dense_par:
             _pack_dense(w, wp, flip)
         elif fn is _depthwise_par:
-            wp[...] = pack_depthwise(w)  # (Winograd: weights never change, packed above)
+            wp[...] = pack_depthwise(w)
+        else:
+            winograd.pack_into(w, wp, flip)
         if b_in is not None:
             bias[:o_n] = b_in
     refresh()

@@ -14,7 +14,8 @@ in L2), then for each 16-channel output block runs the 16 products as register t
 TILE tiles x 16 output channels (the direct kernel's inner loop: per input channel one
 weight vector, TILE broadcast FMAs), transforms them back and stores them through the
 direct kernel's epilogue (bias, residual, activation). The weights ``U = G g G^T`` are
-transformed in float64 once, at bind time (only read-only weights take this path).
+transformed in float64 at bind time, and again before every call when they change (a
+trainer's; ``flip`` transforms the weight of the conv whose dL/dx this one computes).
 
 Measured on the 2-core Zen 4 (AVX-512), this kernel's time / the direct NCHW16c kernel's,
 interleaved: ResNet-18's 3x3 layers (64-512 channels, 32x32-4x4) 0.52-0.59x at batch 32,
@@ -41,8 +42,8 @@ from .simd import (TILE, store_tile, vadd, vfma_tile, vload, vstore, vstore_tile
 
 B = 16
 _ZERO = np.zeros(B, np.float32)
-# G of F(2x2, 3x3): U = G g G^T is the 4x4 transformed kernel
-_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+# U = G g G^T is the 4x4 transformed kernel, G = [[1, 0, 0], [1/2, 1/2, 1/2],
+# [1/2, -1/2, 1/2], [0, 0, 1]] (written out in _pack)
 
 
 def tile_blocks(n: int, oh: int, ow: int) -> int:
@@ -61,18 +62,57 @@ def suits(x_shape: tuple, out_shape: tuple, attrs, threads: int) -> bool:
             and tile_blocks(out_shape[0], out_shape[2], out_shape[3]) >= threads)
 
 
-def pack_winograd(w: np.ndarray) -> np.ndarray:
-    """OIHW 3x3 weight -> U as (O/16, 16 positions, C/16, 16 in, 16 out) float32,
-    transformed in float64 and zero past the channels."""
-    o, c = w.shape[:2]
+def pack_winograd(w: np.ndarray, flip: bool = False) -> np.ndarray:
+    """OIHW 3x3 weight -> U (O/16, 16 positions, C/16, 16 in, 16 out) float32, zero past
+    the channels. ``flip``: U of the conv computing this conv's dL/dx (the weight
+    transposed and flipped in space)."""
     if w.shape[2:] != (3, 3):
         raise ValueError(f"Winograd F(2x2, 3x3) needs a 3x3 kernel, got weight {w.shape}")
-    u = np.einsum("ij,ocjk,lk->ocil", _G, w.astype(np.float64), _G)
-    kb, cb = -(-o // B), -(-c // B)
-    p = np.zeros((kb * B, cb * B, 4, 4))
-    p[:o, :c] = u
-    return np.ascontiguousarray(p.reshape(kb, B, cb, B, 16).transpose(0, 4, 2, 3, 1),
-                                dtype=np.float32)
+    o, c = (w.shape[1], w.shape[0]) if flip else w.shape[:2]
+    up = np.empty((-(-o // B), 16, -(-c // B), B, B), np.float32)
+    pack_into(w, up, flip)
+    return up
+
+
+@numba.njit(cache=True, inline="always")
+def _g(w, o, c, i, j, flip):
+    return np.float64(w[c, o, 2 - i, 2 - j] if flip else w[o, c, i, j])
+
+
+@numba.njit(cache=True, parallel=PARALLEL)
+def pack_into(w, up, flip):
+    """U = G g G^T per (output, input) channel pair, in float64, into ``up``: at bind
+    time, and before every call of a training graph's conv (its weights change)."""
+    kb_n, _, cb_n, _, _ = up.shape
+    o_n, c_n = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
+    for t in prange(kb_n * cb_n):
+        kb, cb = t // cb_n, t % cb_n
+        for ci in range(B):
+            for ko in range(B):
+                o, c = kb * B + ko, cb * B + ci
+                if o >= o_n or c >= c_n:
+                    for xi in range(16):
+                        up[kb, xi, cb, ci, ko] = 0.0
+                    continue
+                for r in range(4):  # row r of G g, then that row times G^T
+                    if r == 0:
+                        a, b, d = _g(w, o, c, 0, 0, flip), _g(w, o, c, 0, 1, flip), \
+                            _g(w, o, c, 0, 2, flip)
+                    elif r == 3:
+                        a, b, d = _g(w, o, c, 2, 0, flip), _g(w, o, c, 2, 1, flip), \
+                            _g(w, o, c, 2, 2, flip)
+                    else:
+                        s = 1.0 if r == 1 else -1.0
+                        a = 0.5 * (_g(w, o, c, 0, 0, flip) + s * _g(w, o, c, 1, 0, flip)
+                                   + _g(w, o, c, 2, 0, flip))
+                        b = 0.5 * (_g(w, o, c, 0, 1, flip) + s * _g(w, o, c, 1, 1, flip)
+                                   + _g(w, o, c, 2, 1, flip))
+                        d = 0.5 * (_g(w, o, c, 0, 2, flip) + s * _g(w, o, c, 1, 2, flip)
+                                   + _g(w, o, c, 2, 2, flip))
+                    up[kb, 4 * r, cb, ci, ko] = a
+                    up[kb, 4 * r + 1, cb, ci, ko] = 0.5 * (a + b + d)
+                    up[kb, 4 * r + 2, cb, ci, ko] = 0.5 * (a - b + d)
+                    up[kb, 4 * r + 3, cb, ci, ko] = d
 
 
 @numba.njit(cache=True, inline="always")

@@ -156,10 +156,12 @@ def bind_conv2d_grad_input(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray]
             and conv_blocked.suits_nchw(o_n, c, groups, "none")):
         # stride 1: dL/dx is the "full" convolution of dL/dy with the weight flipped in
         # space and transposed, i.e. a forward conv: the blocked kernel, packing the
-        # flipped weight itself (before every call: the weights change)
+        # flipped weight itself (before every call: the weights change); Winograd where
+        # the forward conv is marked for it (a 3x3 conv's dL/dx is one too)
         return conv_blocked.bind_nchw([gy, w], [gx], dict(
             kernel_size=(kh, kw), stride=(1, 1), dilation=(1, 1), padding=full, groups=1,
-            bias=False, activation="none", residual=False), flip=True)
+            bias=False, activation="none", residual=False,
+            algorithm=attrs["fwd"].get("algorithm", "direct")), flip=True)
     if (conv_direct.suits(o_n, kh, kw, (sh, sw), (dh, dw), groups)
             and min(full) >= 0):
         # the same full convolution (fewer than 16 channels): the direct kernel

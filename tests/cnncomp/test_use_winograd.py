@@ -69,9 +69,39 @@ def test_compiled_model_matches_float64_torch_and_summary_names_the_algorithm():
     assert "winograd" in c1
 
 
-def test_training_graphs_keep_direct_convs():
-    trainer = cnncomp.compile(net(), training=True)
-    assert set(algorithms(trainer.graph).values()) == {"direct"}
+def test_training_graphs_mark_the_convs_and_their_input_gradients():
+    n = net()
+    trainer = cnncomp.compile(n, training=True)
+    assert algorithms(trainer.graph) == algorithms(use_winograd(n.graph, PassContext()))
+    grads = {node.name: node.attrs.fwd.algorithm for node in trainer.graph.nodes
+             if node.op is Op.CONV2D_GRAD_INPUT}
+    # c1's and c2's dL/dx are 3x3 stride-1 convs of 32 and 48 channels into 32
+    assert sorted(k for k, v in grads.items() if v == "winograd") == sorted(
+        k for k in grads if k.startswith(("c1", "c2")))
+
+
+def test_a_training_step_with_winograd_matches_the_direct_one():
+    """One SGD step on a net whose only convs are marked: the same loss and updates as
+    with every conv direct, to float32 rounding (forward and dL/dx by Winograd, with the
+    weights transformed again before every step)."""
+    x = fe.Input((16, 10, 10), name="x")
+    h = fe.ReLU(name="r1")(fe.Conv2d(32, 3, padding=1, name="c1")(x))
+    h = fe.ReLU(name="r2")(fe.Conv2d(16, 3, padding=1, name="c2")(h))
+    small = fe.Model(x, fe.Linear(4, name="fc")(fe.GlobalAvgPool2d(name="gap")(h)), name="s")
+    r = rng(5)
+    xs = r.standard_normal((8, 16, 10, 10)).astype(np.float32)
+    ys = r.integers(0, 4, 8)
+    p0 = small.parameters()
+    results = {}
+    for label, disable in [("winograd", []), ("direct", ["use_winograd"])]:
+        t = cnncomp.compile(small, training=True, disable=disable,
+                            optimizer=cnncomp.optim.SGD(lr=0.1))
+        losses = [t.step(xs, ys) for _ in range(2)]  # the second uses updated weights
+        results[label] = losses, t.parameters()
+    (lw, pw), (ld, pd) = results["winograd"], results["direct"]
+    np.testing.assert_allclose(lw, ld, rtol=1e-5)
+    for k in p0:
+        assert rel_err(pw[k] - p0[k], pd[k] - p0[k]) < 1e-4, k
 
 
 def test_winograd_on_an_unsuitable_conv_is_a_clear_error():
