@@ -37,8 +37,7 @@ import numpy as np
 from numba import prange
 
 from .jit import PARALLEL
-from .simd import (TILE, store_tile, vadd, vfma_tile, vload, vstore, vstore_tile, vsub,
-                   vtile)
+from .simd import TILE, vfma_tile, vload, vstore_tile, vtile, winograd_input, winograd_output
 
 B = 16
 _ZERO = np.zeros(B, np.float32)
@@ -74,65 +73,42 @@ def pack_winograd(w: np.ndarray, flip: bool = False) -> np.ndarray:
     return up
 
 
-@numba.njit(cache=True, inline="always")
-def _g(w, o, c, i, j, flip):
-    return np.float64(w[c, o, 2 - i, 2 - j] if flip else w[o, c, i, j])
+def pack_into(w: np.ndarray, up: np.ndarray, flip: bool = False) -> None:
+    """Transform ``w`` into ``up`` (as ``pack_winograd``): at bind time, and before every
+    call of a training graph's conv (its weights change)."""
+    _pack(w.transpose(1, 0, 2, 3)[:, :, ::-1, ::-1] if flip else w, up)
 
 
-@numba.njit(cache=True, parallel=PARALLEL)
-def pack_into(w, up, flip):
-    """U = G g G^T per (output, input) channel pair, in float64, into ``up``: at bind
-    time, and before every call of a training graph's conv (its weights change)."""
+@numba.njit(cache=True)
+def _pack(g, up):
+    """U = G g G^T per (output, input) channel pair of the OIHW kernel ``g`` (a view:
+    the flipped transposed weight of a dL/dx), in float64. A task is a (16 outputs, 16
+    inputs) block; the 16 outputs are the vector lanes."""
     kb_n, _, cb_n, _, _ = up.shape
-    o_n, c_n = (w.shape[1], w.shape[0]) if flip else (w.shape[0], w.shape[1])
-    for t in prange(kb_n * cb_n):
+    o_n, c_n = g.shape[0], g.shape[1]
+    for t in range(kb_n * cb_n):
         kb, cb = t // cb_n, t % cb_n
+        gt = np.zeros((9, B))  # taps x output channels (zero past the channels)
+        gg = np.empty((12, B))  # G g
         for ci in range(B):
+            c = cb * B + ci
             for ko in range(B):
-                o, c = kb * B + ko, cb * B + ci
-                if o >= o_n or c >= c_n:
-                    for xi in range(16):
-                        up[kb, xi, cb, ci, ko] = 0.0
-                    continue
-                for r in range(4):  # row r of G g, then that row times G^T
-                    if r == 0:
-                        a, b, d = _g(w, o, c, 0, 0, flip), _g(w, o, c, 0, 1, flip), \
-                            _g(w, o, c, 0, 2, flip)
-                    elif r == 3:
-                        a, b, d = _g(w, o, c, 2, 0, flip), _g(w, o, c, 2, 1, flip), \
-                            _g(w, o, c, 2, 2, flip)
-                    else:
-                        s = 1.0 if r == 1 else -1.0
-                        a = 0.5 * (_g(w, o, c, 0, 0, flip) + s * _g(w, o, c, 1, 0, flip)
-                                   + _g(w, o, c, 2, 0, flip))
-                        b = 0.5 * (_g(w, o, c, 0, 1, flip) + s * _g(w, o, c, 1, 1, flip)
-                                   + _g(w, o, c, 2, 1, flip))
-                        d = 0.5 * (_g(w, o, c, 0, 2, flip) + s * _g(w, o, c, 1, 2, flip)
-                                   + _g(w, o, c, 2, 2, flip))
+                o = kb * B + ko
+                for q in range(9):
+                    gt[q, ko] = g[o, c, q // 3, q % 3] if o < o_n and c < c_n else 0.0
+            for j in range(3):
+                for ko in range(B):
+                    gg[j, ko] = gt[j, ko]
+                    gg[3 + j, ko] = 0.5 * (gt[j, ko] + gt[3 + j, ko] + gt[6 + j, ko])
+                    gg[6 + j, ko] = 0.5 * (gt[j, ko] - gt[3 + j, ko] + gt[6 + j, ko])
+                    gg[9 + j, ko] = gt[6 + j, ko]
+            for r in range(4):  # row r of (G g) G^T
+                for ko in range(B):
+                    a, b, d = gg[3 * r, ko], gg[3 * r + 1, ko], gg[3 * r + 2, ko]
                     up[kb, 4 * r, cb, ci, ko] = a
                     up[kb, 4 * r + 1, cb, ci, ko] = 0.5 * (a + b + d)
                     up[kb, 4 * r + 2, cb, ci, ko] = 0.5 * (a - b + d)
                     up[kb, 4 * r + 3, cb, ci, ko] = d
-
-
-@numba.njit(cache=True, inline="always")
-def _bt(a0, a1, a2, a3):
-    """One direction of B^T d B: four rows (or columns) of a patch, transformed."""
-    return vsub(a0, a2), vadd(a1, a2), vsub(a2, a1), vsub(a1, a3)
-
-
-@numba.njit(cache=True, inline="always")
-def _at(m0, m1, m2, m3):
-    """One direction of A^T m A: four rows (or columns) to two."""
-    return vadd(vadd(m0, m1), m2), vsub(vsub(m1, m2), m3)
-
-
-@numba.njit(cache=True, inline="always")
-def _px(xf, zero, base, ih, iw, h, w):
-    """The 16 channels of input pixel (ih, iw) of the plane at ``base``; zero outside."""
-    if ih >= 0 and ih < h and iw >= 0 and iw < w:
-        return vload(xf, base + (ih * w + iw) * B)
-    return zero
 
 
 def _winograd(x, up, bias, res, out, has_res, act, alpha, pt, pl):
@@ -154,25 +130,8 @@ def _winograd(x, up, bias, res, out, has_res, act, alpha, pt, pl):
             n, r = p // (th_n * tw_n), p % (th_n * tw_n)
             ih0, iw0 = (r // tw_n) * 2 - pt, (r % tw_n) * 2 - pl
             for cb in range(cb_n):
-                xb = (n * cb_n + cb) * h * w * B
-                vt = (cb * TILE + t) * B
-                for j in range(4):  # columns of the patch, then its rows, in place in v
-                    a0, a1, a2, a3 = _bt(_px(xf, zero, xb, ih0, iw0 + j, h, w),
-                                         _px(xf, zero, xb, ih0 + 1, iw0 + j, h, w),
-                                         _px(xf, zero, xb, ih0 + 2, iw0 + j, h, w),
-                                         _px(xf, zero, xb, ih0 + 3, iw0 + j, h, w))
-                    vstore(v, vt + j * xs, a0)
-                    vstore(v, vt + (4 + j) * xs, a1)
-                    vstore(v, vt + (8 + j) * xs, a2)
-                    vstore(v, vt + (12 + j) * xs, a3)
-                for i in range(4):
-                    q = vt + 4 * i * xs
-                    a0, a1, a2, a3 = _bt(vload(v, q), vload(v, q + xs), vload(v, q + 2 * xs),
-                                         vload(v, q + 3 * xs))
-                    vstore(v, q, a0)
-                    vstore(v, q + xs, a1)
-                    vstore(v, q + 2 * xs, a2)
-                    vstore(v, q + 3 * xs, a3)
+                winograd_input(v, (cb * TILE + t) * B, xs, xf, _ZERO,
+                               (n * cb_n + cb) * h * w * B, ih0, iw0, h, w)
         for kb in range(kb_n):
             for xi in range(16):  # M[xi] = V[xi] @ U[xi], TILE tiles x 16 out channels
                 accs = vtile(zero, TILE)
@@ -189,30 +148,10 @@ def _winograd(x, up, bias, res, out, has_res, act, alpha, pt, pl):
                 p = blk * TILE + t
                 n, r = p // (th_n * tw_n), p % (th_n * tw_n)
                 oh0, ow0 = (r // tw_n) * 2, (r % tw_n) * 2
-                mt = t * B
-                s00, s10 = _at(vload(m, mt), vload(m, mt + 4 * ms), vload(m, mt + 8 * ms),
-                               vload(m, mt + 12 * ms))
-                s01, s11 = _at(vload(m, mt + ms), vload(m, mt + 5 * ms),
-                               vload(m, mt + 9 * ms), vload(m, mt + 13 * ms))
-                s02, s12 = _at(vload(m, mt + 2 * ms), vload(m, mt + 6 * ms),
-                               vload(m, mt + 10 * ms), vload(m, mt + 14 * ms))
-                s03, s13 = _at(vload(m, mt + 3 * ms), vload(m, mt + 7 * ms),
-                               vload(m, mt + 11 * ms), vload(m, mt + 15 * ms))
-                y00, y01 = _at(s00, s01, s02, s03)
-                y10, y11 = _at(s10, s11, s12, s13)
-                ob = ((n * kb_n + kb) * oh_n + oh0) * ow_n * B + ow0 * B
-                two_rows = oh0 + 1 < oh_n
-                if ow0 + 1 < ow_n:
-                    store_tile((vadd(y00, bvec), vadd(y01, bvec)), of, ob, B, rf, has_res,
-                               act, alpha)
-                    if two_rows:
-                        store_tile((vadd(y10, bvec), vadd(y11, bvec)), of, ob + ow_n * B,
-                                   B, rf, has_res, act, alpha)
-                else:  # an odd width's last column
-                    store_tile((vadd(y00, bvec),), of, ob, B, rf, has_res, act, alpha)
-                    if two_rows:
-                        store_tile((vadd(y10, bvec),), of, ob + ow_n * B, B, rf, has_res,
-                                   act, alpha)
+                winograd_output(m, t * B, ms, bvec, of,
+                                ((n * kb_n + kb) * oh_n + oh0) * ow_n * B + ow0 * B,
+                                ow_n * B, rf, has_res, act, alpha, ow0 + 1 < ow_n,
+                                oh0 + 1 < oh_n)
 
 
 winograd_par = numba.njit(cache=True, parallel=PARALLEL)(_winograd)

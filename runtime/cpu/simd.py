@@ -352,16 +352,6 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
-def vsub(typingctx, a, b):
-    if not (a == b == f32x16):
-        return None
-
-    def codegen(context, builder, sig, args):
-        return builder.fsub(args[0], args[1])
-    return f32x16(a, b), codegen
-
-
-@intrinsic
 def vmul(typingctx, a, b):
     if not (a == b == f32x16):
         return None
@@ -512,7 +502,12 @@ def _epilogue(builder, accs, ptrs, res_ptrs, has_res, act, alpha):
     """LLVM IR of the epilogue of a tile: the residual added where ``has_res`` (loaded
     only then), then the activation of code ``act`` (1 relu, 2 leaky_relu with slope
     ``alpha``; NaN passes through, as in torch), each vector stored once at ``ptrs[j]``."""
-    vals = [builder.extract_value(accs, j) for j in range(len(ptrs))]
+    _epilogue_of(builder, [builder.extract_value(accs, j) for j in range(len(ptrs))], ptrs,
+                 res_ptrs, has_res, act, alpha)
+
+
+def _epilogue_of(builder, vals, ptrs, res_ptrs, has_res, act, alpha):
+    """``_epilogue`` of the vectors ``vals`` (LLVM values)."""
     entry = builder.basic_block
     with builder.if_then(has_res):
         added = [builder.fadd(v, builder.load(p, align=4)) for v, p in zip(vals, res_ptrs)]
@@ -556,3 +551,106 @@ def store_tile(typingctx, accs, of, o, stride, rf, has_res, act, alpha):
                   context.cast(builder, args[7], sig.args[7], types.float32))
         return context.get_dummy_value()
     return types.none(accs, of, o, stride, rf, has_res, act, alpha), codegen
+
+
+# ---------------------------------------------------------------------- Winograd F(2x2, 3x3)
+# The input and output transforms of conv_winograd, as straight-line IR: written as
+# inlined Numba functions they took ~3 s of the kernel's 3.8 s compile.
+
+def _bt_rows(builder, d):
+    """One direction of B^T d B on four vectors: (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    return [builder.fsub(d[0], d[2]), builder.fadd(d[1], d[2]), builder.fsub(d[2], d[1]),
+            builder.fsub(d[1], d[3])]
+
+
+def _at_rows(builder, m):
+    """One direction of A^T m A on four vectors: (m0 + m1 + m2, m1 - m2 - m3)."""
+    return [builder.fadd(builder.fadd(m[0], m[1]), m[2]),
+            builder.fsub(builder.fsub(m[1], m[2]), m[3])]
+
+
+@intrinsic
+def winograd_input(typingctx, v, vi, vs, xf, zf, xb, ih0, iw0, h, w):
+    """V = B^T d B of the 4x4 patch ``d`` of 16-channel pixels whose top left is (ih0,
+    iw0) in the plane at ``xf[xb]`` (h x w pixels; those outside read the zeros ``zf``),
+    position xi = 4 * row + column stored at ``v[vi + xi * vs:][:16]``."""
+    ints = (vi, vs, xb, ih0, iw0, h, w)
+    if not (_f32_arrays(v, xf, zf) and all(isinstance(t, types.Integer) for t in ints)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v_p, x_p, z_p = (context.make_array(sig.args[k])(context, builder, args[k]).data
+                         for k in (0, 3, 4))
+        vi_v, vs_v, xb_v, ih0_v, iw0_v, h_v, w_v = (
+            _as_i64(context, builder, args[k], sig.args[k]) for k in (1, 2, 5, 6, 7, 8, 9))
+        i64 = ir.IntType(64)
+        vec_p = _VEC.as_pointer()
+        d = [[None] * 4 for _ in range(4)]
+        for i in range(4):
+            ih = builder.add(ih0_v, ir.Constant(i64, i))
+            row_ok = builder.icmp_unsigned("<", ih, h_v)  # negative: huge, so outside
+            for j in range(4):
+                iw = builder.add(iw0_v, ir.Constant(i64, j))
+                ok = builder.and_(row_ok, builder.icmp_unsigned("<", iw, w_v))
+                at = builder.add(xb_v, builder.mul(builder.add(builder.mul(ih, w_v), iw),
+                                                   ir.Constant(i64, LANES)))
+                at = builder.select(ok, at, ir.Constant(i64, 0))  # no out-of-range address
+                ptr = builder.select(ok, builder.gep(x_p, [at]), z_p)
+                d[i][j] = builder.load(builder.bitcast(ptr, vec_p), align=4)
+        cols = [_bt_rows(builder, [d[i][j] for i in range(4)]) for j in range(4)]  # [j][i]
+        for i in range(4):
+            row = _bt_rows(builder, [cols[j][i] for j in range(4)])
+            for j in range(4):
+                at = builder.add(vi_v, builder.mul(vs_v, ir.Constant(i64, 4 * i + j)))
+                builder.store(row[j], builder.bitcast(builder.gep(v_p, [at]), vec_p), align=4)
+        return context.get_dummy_value()
+    return types.none(v, vi, vs, xf, zf, xb, ih0, iw0, h, w), codegen
+
+
+@intrinsic
+def winograd_output(typingctx, m, mi, ms, bias, of, o, row, rf, has_res, act, alpha,
+                    two_cols, two_rows):
+    """Y = A^T M A + bias for the 16 vectors ``m[mi + xi * ms:][:16]`` (xi = 4 * row +
+    column), stored through the conv epilogue (as ``store_tile``) at ``of[o]`` (pixel
+    (0, 0)), ``o + 16`` (0, 1) where ``two_cols``, ``o + row`` and ``o + row + 16`` where
+    ``two_rows``: an output plane's odd last column and row take one pixel of the two."""
+    ints = (mi, ms, o, row, act)
+    if not (_f32_arrays(m, of, rf) and bias == f32x16 and isinstance(alpha, types.Float)
+            and all(isinstance(t, types.Integer) for t in ints)
+            and isinstance(has_res, types.Boolean) and isinstance(two_cols, types.Boolean)
+            and isinstance(two_rows, types.Boolean)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        m_p, o_p, r_p = (context.make_array(sig.args[k])(context, builder, args[k]).data
+                         for k in (0, 4, 7))
+        mi_v, ms_v, o_v, row_v = (_as_i64(context, builder, args[k], sig.args[k])
+                                  for k in (1, 2, 5, 6))
+        act_v = _as_i64(context, builder, args[9], sig.args[9])
+        alpha_v = context.cast(builder, args[10], sig.args[10], types.float32)
+        has_res, two_cols, two_rows = args[8], args[11], args[12]
+        i64 = ir.IntType(64)
+        vec_p = _VEC.as_pointer()
+        mv = [builder.load(builder.bitcast(builder.gep(m_p, [builder.add(
+            mi_v, builder.mul(ms_v, ir.Constant(i64, xi)))]), vec_p), align=4)
+            for xi in range(16)]
+        cols = [_at_rows(builder, [mv[4 * i + j] for i in range(4)]) for j in range(4)]
+        y = [[builder.fadd(v, args[3]) for v in _at_rows(builder, [cols[j][r] for j in
+                                                                   range(4)])]
+             for r in range(2)]
+
+        def store(val, at):
+            ptr = builder.bitcast(builder.gep(o_p, [at]), vec_p)
+            res = builder.bitcast(builder.gep(r_p, [at]), vec_p)
+            _epilogue_of(builder, [val], [ptr], [res], has_res, act_v, alpha_v)
+
+        def store_row(r, at):
+            store(y[r][0], at)
+            with builder.if_then(two_cols):
+                store(y[r][1], builder.add(at, ir.Constant(i64, LANES)))
+        store_row(0, o_v)
+        with builder.if_then(two_rows):
+            store_row(1, builder.add(o_v, row_v))
+        return context.get_dummy_value()
+    return types.none(m, mi, ms, bias, of, o, row, rf, has_res, act, alpha, two_cols,
+                      two_rows), codegen
