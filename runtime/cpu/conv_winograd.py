@@ -26,7 +26,9 @@ output channels over tasks instead recomputed each block's input transform per t
 ran no faster than the direct kernel there.
 
 Rounding differs from the direct sum: the transforms add and subtract partial values, so
-the float32 error grows to ~1e-6 of the output's magnitude (the direct kernel: ~1e-7).
+the float32 error grows to ~1e-6 of the output's magnitude (the direct kernel: ~1e-7),
+and an inf input can come out NaN (inf - inf) where the direct sum gives +-inf; the same
+outputs are non-finite either way.
 The compiler asks for it per conv (``cnncomp/passes/use_winograd.py``, which marks a
 training graph's dL/dx convs too); ``compile(..., disable=["use_winograd"])`` keeps every
 conv direct. The transforms of the input and output are LLVM IR (``simd.winograd_input``,

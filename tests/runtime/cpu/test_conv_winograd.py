@@ -137,3 +137,24 @@ def test_suits():
 def test_pack_rejects_other_kernels():
     with pytest.raises(ValueError, match="3x3"):
         wg.pack_winograd(np.zeros((16, 16, 5, 5), np.float32))
+
+
+def test_non_finite_inputs_reach_the_same_outputs_as_the_direct_sum():
+    """An inf or NaN input poisons the outputs whose window holds it, no others (an inf
+    may come out NaN: the transforms subtract it from itself, where the direct sum gives
+    +-inf); every other output is unchanged."""
+    r = rng(10)
+    x = r.standard_normal((2, 16, 8, 9)).astype(np.float32)
+    x[0, 3, 4, 4], x[1, 5, 0, 8], x[1, 7, 7, 0] = np.inf, np.nan, -np.inf
+    wt = r.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    outs = {}
+    for algorithm in ("winograd", "direct"):
+        out = np.full((2, 1, 8, 9, 16), 7.0, np.float32)
+        run = _bind(to_nchwc(x), wt, None, out, algorithm)
+        run()
+        assert run.algorithm == algorithm
+        outs[algorithm] = from_nchwc(out, 16)
+    finite = np.isfinite(outs["direct"])
+    np.testing.assert_array_equal(np.isfinite(outs["winograd"]), finite)
+    assert not finite.all()
+    assert rel_err(outs["winograd"][finite], outs["direct"][finite]) < 1e-5
