@@ -47,9 +47,8 @@ HELPER_TIMEOUT_S = 600  # the compile helper is killed after this (its work is o
 # (ResNet-18's first compile with a warm kernel cache: 4.6 s waiting, 2.7 s loading here).
 WARM_CACHE_S = 3.0
 VERSION = 2
-_KERNEL_SOURCES = ("conv.py", "conv_direct.py", "conv_blocked.py", "conv_winograd.py", "nhwc.py",
-                   "simd.py",
-                   "activation.py")
+_KERNEL_SOURCES = ("conv.py", "conv_direct.py", "conv_blocked.py", "conv_winograd.py",
+                   "nhwc.py", "simd.py", "activation.py")
 
 _memory: dict[str, float] = {}
 _loaded_from: Optional[Path] = None

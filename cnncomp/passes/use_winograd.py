@@ -1,5 +1,5 @@
-"""use_winograd: mark the 3x3 stride-1 convolutions of an inference graph to compute by
-Winograd's F(2x2, 3x3) on the CPU (``runtime/cpu/conv_winograd.py``).
+"""use_winograd: mark the 3x3 stride-1 convolutions of a graph to compute by Winograd's
+F(2x2, 3x3) on the CPU (``runtime/cpu/conv_winograd.py``).
 
 Per 2x2 outputs it multiplies 16 times where the direct sum multiplies 36: measured on
 the 2-core Zen 4, 0.52-0.59x the direct blocked kernel's time on ResNet-18's 3x3 layers
