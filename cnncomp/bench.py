@@ -179,7 +179,8 @@ def profile_kernels(model: CompiledModel, batch: int, repeat: int = 5, seed: int
     x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
     model(x)
     executor, _ = model._executor(batch)
-    return _profile_rows(executor.program.steps, executor.profile({g.inputs[0]: x}, repeat))
+    return _profile_rows(executor.program.steps, executor.profile({g.inputs[0]: x}, repeat),
+                         getattr(executor, "algorithms", ()))
 
 
 def profile_train_kernels(trainer: Any, batch: int, repeat: int = 5, seed: int = 0
@@ -195,14 +196,19 @@ def profile_train_kernels(trainer: Any, batch: int, repeat: int = 5, seed: int =
     trainer.step(x, y)
     executor, _ = trainer._executor(batch)
     times = executor.profile({trainer.input_name: x, trainer.label_name: y}, repeat)
-    return _profile_rows(executor.program.steps, times)
+    return _profile_rows(executor.program.steps, times, getattr(executor, "algorithms", ()))
 
 
-def _profile_rows(steps: Sequence[Any], times: Sequence[float]) -> list[dict]:
+def _profile_rows(steps: Sequence[Any], times: Sequence[float],
+                  algorithms: Sequence[str]) -> list[dict]:
+    """One row per step; a conv's ops name the algorithm its kernel chose, e.g.
+    "conv2d+batch_norm+relu (winograd)" (CPU; ``algorithms`` is empty on CUDA)."""
     total = sum(times)
-    return [{"kernel": s.name, "ops": "+".join(s.ops), "ms": 1e3 * t,
-             "share": t / total if total else 0.0, "gflops": s.flops / t / 1e9 if t else 0.0}
-            for s, t in zip(steps, times)]
+    algorithms = list(algorithms) or [""] * len(steps)
+    return [{"kernel": s.name, "ops": "+".join(s.ops) + (f" ({a})" if a else ""),
+             "ms": 1e3 * t, "share": t / total if total else 0.0,
+             "gflops": s.flops / t / 1e9 if t else 0.0}
+            for s, t, a in zip(steps, times, algorithms)]
 
 
 def format_profile(prof: list[dict], title: str, top: Optional[int] = None) -> str:

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 import cnncomp
 import frontend as fe
+from cnncomp.bench import profile_kernels
 from cnncomp.errors import ShapeError
 from cnncomp.ops import Conv2dAttrs, Op, _conv2d_infer
 from cnncomp.passes import PassContext
@@ -67,6 +68,8 @@ def test_compiled_model_matches_float64_torch_and_summary_names_the_algorithm():
     assert "algorithm" in summary.splitlines()[1]
     c1 = next(line for line in summary.splitlines() if line.split()[1:2] == ["c1"])
     assert "winograd" in c1
+    ops = {p["kernel"]: p["ops"] for p in profile_kernels(m, 4, repeat=1)}
+    assert ops["c1"].endswith("(winograd)") and ops["down"].endswith("(direct)")
 
 
 def test_training_graphs_mark_the_convs_and_their_input_gradients():
