@@ -281,8 +281,10 @@ def _compile_in_two_processes(specs: Sequence["ConvSpec"], target: str) -> None:
     import pickle
     import subprocess
     import sys
-    ours = [s for s in specs if _runs_blocked(s)]
-    theirs = [s for s in specs if not _runs_blocked(s)]
+    ours: list["ConvSpec"] = []
+    theirs: list["ConvSpec"] = []
+    for s in specs:
+        (ours if _runs_blocked(s) else theirs).append(s)
     root = str(Path(__file__).resolve().parent.parent)  # holds cnncomp/ and runtime/
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
@@ -310,8 +312,8 @@ def _compile_in_two_processes(specs: Sequence["ConvSpec"], target: str) -> None:
         helper.wait()
         _compile(theirs, target)
         return
-    if helper.poll() is None:  # while the helper works: what a region in our layouts
-        _warm_transforms(sorted({s[0] for s in ours}), target)  # runs at its edges
+    if helper.poll() is None:  # while the helper works: what a region in any candidate layout
+        _warm_transforms(sorted({s[0] for s in specs}), target)  # runs at its edges
     try:
         helper.wait(timeout=HELPER_TIMEOUT_S)
     except subprocess.TimeoutExpired:

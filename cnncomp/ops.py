@@ -359,8 +359,7 @@ def _conv2d_infer(a: Conv2dAttrs, xs: list[Shape]) -> Shape:
     out = (n, a.out_channels, oh, ow)
     if a.algorithm not in ("direct", "winograd"):
         raise ShapeError(f"Conv2d: algorithm {a.algorithm!r} is not 'direct' or 'winograd'")
-    if a.algorithm == "winograd" and (tuple(a.kernel_size) != (3, 3) or tuple(a.stride) != (1, 1)
-                                      or tuple(a.dilation) != (1, 1) or a.groups != 1):
+    if a.algorithm == "winograd" and not winograd_computes(a):
         raise ShapeError(f"Conv2d: Winograd F(2x2, 3x3) needs a dense 3x3 kernel of stride 1 "
                          f"without dilation, got kernel_size {a.kernel_size}, stride "
                          f"{a.stride}, dilation {a.dilation}, groups {a.groups}; use "
@@ -368,6 +367,13 @@ def _conv2d_infer(a: Conv2dAttrs, xs: list[Shape]) -> Shape:
     if a.residual:
         _same_shapes([out, xs[-1]], "Conv2d residual")
     return out
+
+
+def winograd_computes(a: Conv2dAttrs) -> bool:
+    """Whether Winograd's F(2x2, 3x3) computes this conv: dense, 3x3, stride 1, no
+    dilation (what ``algorithm="winograd"`` may be set on)."""
+    return (tuple(a.kernel_size) == (3, 3) and tuple(a.stride) == (1, 1)
+            and tuple(a.dilation) == (1, 1) and a.groups == 1)
 
 
 def _conv2d_params(a: Conv2dAttrs, xs: list[Shape]) -> dict[str, Shape]:

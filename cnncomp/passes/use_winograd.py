@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 
 from ..ir import Graph
-from ..ops import Op
+from ..ops import Op, winograd_computes
 from . import PassContext, graph_pass
 from .select_layout import BLOCK
 
@@ -29,9 +29,7 @@ from .select_layout import BLOCK
 def winograd_suits(attrs, in_channels: int) -> bool:
     """A dense 3x3 conv of stride 1, no dilation, with a channel block or more of input
     (a stem's few channels are read as planes by the direct kernel)."""
-    return (tuple(attrs.kernel_size) == (3, 3) and tuple(attrs.stride) == (1, 1)
-            and tuple(attrs.dilation) == (1, 1) and attrs.groups == 1
-            and in_channels >= BLOCK)
+    return winograd_computes(attrs) and in_channels >= BLOCK
 
 
 @graph_pass("use_winograd", opt_level=2)

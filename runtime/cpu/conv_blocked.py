@@ -375,7 +375,6 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
     pt, pl = attrs["padding"][:2]
     alpha = np.float32(attrs.get("alpha", 0.0))
     chans = (0,) * B  # the dense kernel's channels per input block: len(chans)
-    changing = w.flags.writeable or (b_in is not None and b_in.flags.writeable)
     if groups == 1 and x.ndim == 4:
         # an NCHW input (a stem's few channels): each channel a block of one, so the
         # kernel multiplies no padding channels and writes NCHW16c directly
@@ -405,6 +404,10 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
         raise NotImplementedError(f"conv2d NCHW16c supports groups=1 and depthwise, got "
                                   f"groups={groups} with weight {w.shape}")
 
+    def load_bias() -> None:
+        if b_in is not None:
+            bias[:o_n] = b_in
+
     def refresh() -> None:
         if fn is _dense_par:
             _pack_dense(w, wp, flip)
@@ -412,9 +415,9 @@ def bind_conv2d_nchwc(ins: Sequence[np.ndarray], outs: Sequence[np.ndarray], att
             wp[...] = pack_depthwise(w)
         else:
             winograd.pack_into(w, wp, flip)
-        if b_in is not None:
-            bias[:o_n] = b_in
-    refresh()
+        load_bias()
+    load_bias()  # (the weights were packed above)
+    changing = w.flags.writeable or (b_in is not None and b_in.flags.writeable)
     if fn is winograd.winograd_par:
         call = lambda a: fn(x, wp, bias, res, out, has_res, a, alpha, pt, pl)  # noqa: E731
     elif fn is _dense_par:

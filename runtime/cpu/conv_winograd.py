@@ -94,7 +94,7 @@ def _pack(g, up):
     o_n, c_n = g.shape[0], g.shape[1]
     for t in range(kb_n * cb_n):
         kb, cb = t // cb_n, t % cb_n
-        gt = np.zeros((9, B))  # taps x output channels (zero past the channels)
+        gt = np.empty((9, B))  # taps x output channels (zero past the channels)
         gg = np.empty((12, B))  # G g
         for ci in range(B):
             c = cb * B + ci
